@@ -1,0 +1,45 @@
+# lit_loops: one command each. Every target creates the environment if it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+# Torch is installed first so that the package's torch requirement is already met.
+# GPU users: make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH  ?= torch==2.13.0
+CONFIG ?= configs/oocl/cpu.yaml
+ARGS   ?=
+BIN     = $(VENV)/bin
+
+.PHONY: install run test test-full lint fit validate clean
+
+$(BIN)/lit-loops: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(BIN)/lit-loops
+
+# The main job: the OOCL CPU config, trained to its end; prints the run name and final metrics.
+run: install
+	$(BIN)/lit-loops fit --config configs/oocl/cpu.yaml $(ARGS)
+
+# Fast tier: unit tests, every config through the CLI, short learning tests.
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Everything, including long learning runs and multi-process tests.
+test-full: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check lit_loops tests
+	$(BIN)/ruff format --check lit_loops tests
+
+fit: install
+	$(BIN)/lit-loops fit --config $(CONFIG) $(ARGS)
+
+validate: install
+	@test -n "$(CKPT)" || (echo "usage: make validate CONFIG=configs/<exp>/<variant>.yaml CKPT=path/to.ckpt" && exit 2)
+	$(BIN)/lit-loops validate --config $(CONFIG) --ckpt_path $(CKPT) $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""The ``lit-loops`` command: LightningCLI in subclass mode for model and data.
+
+    lit-loops fit --config configs/oocl/cpu.yaml [--config more.yaml] [--model.init_args.k2=0]
+    lit-loops validate --config configs/oocl/cpu.yaml --ckpt_path runs/.../checkpoints/best.ckpt
+
+What this subclass adds to LightningCLI:
+* arguments the data decides (``vocab_size``, ``seq_len``, ...: whatever the DataModule's
+  ``model_args()`` returns) are filled into the model's arguments, never repeated by hand;
+* wandb, offline, project ``lit-loops``, under ``runs/`` is the default logger;
+* every run is named by a ``RunName`` callback (a default one if the config has none) and
+  saves its resolved config in its own folder and in wandb, so the same config runs
+  twice in one folder;
+* after ``fit`` it prints the run name, steps, wall time, best checkpoint and metrics.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from jsonargparse import Namespace
+from jsonargparse._util import import_object
+
+from lit_loops.callbacks.run_name import RunName, find_run_name
+
+
+def default_logger() -> dict[str, Any]:
+    # Offline unless the user asks for online (WANDB_MODE=online), so no run needs a network.
+    offline = os.environ.get("WANDB_MODE", "offline") not in ("online", "run")
+    return {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"project": "lit-loops", "save_dir": "runs", "offline": offline},
+    }
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the resolved config as ``<run folder>/config.yaml`` and into the wandb run."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        run_name = find_run_name(trainer)
+        run_name.apply(trainer, pl_module, trainer.datamodule)
+        if trainer.is_global_zero:
+            run_name.run_dir.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config,
+                str(run_name.run_dir / self.config_filename),
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
+        self.already_saved = True
+
+
+class LitLoopsCLI(LightningCLI):
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        self._start_time = time.time()
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveRunConfig,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"logger": default_logger()},
+            auto_configure_optimizers=False,  # each module's configure_optimizers holds its recipe
+            args=args,
+            run=run,
+        )
+
+    # --- arguments the data decides ------------------------------------------------
+    def instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        fill_data_decided_args(config)
+        super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if find_run_name(trainer) is None:
+            trainer.callbacks.insert(0, RunName())
+        return trainer
+
+    # --- run naming before any logger starts ------------------------------------------
+    def _name_run(self) -> None:
+        find_run_name(self.trainer).apply(self.trainer, self.model, self.datamodule)
+
+    before_fit = before_validate = before_test = before_predict = _name_run
+
+    @rank_zero_only
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        run_name = find_run_name(trainer)
+        lines = [
+            "",
+            f"Run:       {run_name.name}",
+            f"Folder:    {run_name.run_dir}",
+            f"Steps:     {trainer.global_step}",
+            f"Wall time: {time.time() - self._start_time:.1f} s",
+        ]
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_path:
+            lines.append(f"Best:      {ckpt.monitor}={float(ckpt.best_model_score):.6g}  {ckpt.best_model_path}")
+        lines.append("Final metrics (last logged values):")
+        for key in sorted(trainer.callback_metrics):
+            lines.append(f"  {key:<24} {float(trainer.callback_metrics[key]):.6g}")
+        print("\n".join(lines), flush=True)
+
+
+def fill_data_decided_args(config: Namespace) -> None:
+    """Copy the DataModule's ``model_args()`` into the model's init_args.
+
+    The DataModule is built once here from its own arguments (cheap: DataModules build
+    their data in ``setup``). A value set by hand that disagrees with the data is an error.
+    """
+    data_cfg, model_cfg = config.get("data"), config.get("model")
+    if data_cfg is None or model_cfg is None or not hasattr(data_cfg, "class_path"):
+        return
+    data_cls = import_object(data_cfg.class_path)
+    if not hasattr(data_cls, "model_args"):
+        return
+    data_args = data_cfg.init_args.as_dict() if data_cfg.get("init_args") else {}
+    decided = data_cls(**data_args).model_args()
+    accepted = inspect.signature(import_object(model_cfg.class_path).__init__).parameters
+    if model_cfg.get("init_args") is None:
+        model_cfg.init_args = Namespace()
+    for key, value in decided.items():
+        if key not in accepted:
+            continue
+        given = model_cfg.init_args.get(key)
+        if given is not None and given != value:
+            raise ValueError(
+                f"model.init_args.{key}={given!r} is invalid: the data decides it "
+                f"({data_cfg.class_path} gives {key}={value!r}); leave it unset"
+            )
+        model_cfg.init_args[key] = value
+
+
+def main(args: Any = None) -> None:
+    LitLoopsCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

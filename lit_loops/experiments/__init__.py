@@ -1,0 +1,1 @@
+"""One folder per experiment: data.py (DataModule + generator) and module.py (LightningModule)."""

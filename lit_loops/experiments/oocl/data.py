@@ -1,0 +1,224 @@
+"""Out-of-context learning on modular arithmetic: vocabulary, splits and batch generation.
+
+Vocabulary (``2p + 4`` tokens)::
+
+    0 .. p-1      operands, group 1
+    p .. 2p-1     their aliases, group 2 (token i+p is the alias of i)
+    2p            "="        (end)
+    2p+1          true       ("not-random")
+    2p+2          false      ("random"; reserved, unused by the current formats)
+    2p+3          define
+
+Examples are 5 tokens; the model predicts the last from position 3::
+
+    table 1   [true,   x,      y,      =, f(x, y)]
+    table 2   [true,   x + p,  y + p,  =, f(x, y) + p]
+    linkage   [define, define, a,      =, b]          (a, b) = (i, i+p) or (i+p, i)
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int, is_prime
+from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+
+SEQ_LEN = 5
+PARTS = ("table1", "table2", "linkage")
+TABLES = ("table1", "table2")
+
+OPS = {
+    "ssq": lambda x, y, p: (x * x + y * y) % p,
+    "add": lambda x, y, p: (x + y) % p,
+    "sub": lambda x, y, p: (x - y) % p,
+    "mul": lambda x, y, p: (x * y) % p,
+}
+SYMMETRIC_OPS = ("ssq", "add", "mul")
+
+
+class Vocab:
+    """Token ids for a prime ``p``."""
+
+    def __init__(self, p: int) -> None:
+        self.p = p
+        self.equals = 2 * p
+        self.true = 2 * p + 1
+        self.false = 2 * p + 2
+        self.define = 2 * p + 3
+        self.size = 2 * p + 4
+
+
+def table_examples(pairs: torch.Tensor, table: int, p: int, op: str) -> torch.Tensor:
+    """``(K, 2)`` operand pairs in ``0..p-1`` -> ``(K, 5)`` examples of table ``table`` (0 or 1)."""
+    vocab = Vocab(p)
+    x, y = pairs[:, 0], pairs[:, 1]
+    offset = table * p  # table 2 writes every operand and result as its alias
+    out = torch.empty(len(pairs), SEQ_LEN, dtype=torch.long)
+    out[:, 0] = vocab.true
+    out[:, 1] = x + offset
+    out[:, 2] = y + offset
+    out[:, 3] = vocab.equals
+    out[:, 4] = OPS[op](x, y, p) + offset
+    return out
+
+
+def linkage_examples(p: int) -> torch.Tensor:
+    """All ``2p`` linkages ``[define, define, a, =, b]``, both directions: ``(2p, 5)``."""
+    vocab = Vocab(p)
+    i = torch.arange(p)
+    a = torch.cat([i, i + p])
+    b = torch.cat([i + p, i])
+    out = torch.empty(2 * p, SEQ_LEN, dtype=torch.long)
+    out[:, 0] = vocab.define
+    out[:, 1] = vocab.define
+    out[:, 2] = a
+    out[:, 3] = vocab.equals
+    out[:, 4] = b
+    return out
+
+
+def split_pairs(
+    p: int, holdout: float, seed: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the ``p^2`` ordered pairs into (train, held out), each ``(K, 2)``.
+
+    ``round(holdout * N)`` pairs are held out, N counting ordered pairs, or unordered
+    pairs when ``symmetric`` (then ``(x, y)`` and ``(y, x)`` go to the same side).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    pairs = torch.stack([x.flatten(), y.flatten()], dim=1)  # (p*p, 2)
+    if symmetric:
+        pairs = pairs[pairs[:, 0] <= pairs[:, 1]]  # (p(p+1)/2, 2) unordered
+    perm = torch.randperm(len(pairs), generator=g)
+    n_held = round(holdout * len(pairs))
+    held, train = pairs[perm[:n_held]], pairs[perm[n_held:]]
+    if symmetric:  # add the mirror of every off-diagonal pair
+        held = torch.cat([held, held[held[:, 0] != held[:, 1]].flip(1)])
+        train = torch.cat([train, train[train[:, 0] != train[:, 1]].flip(1)])
+    return train, held
+
+
+class OOCLBatchMaker:
+    """Draws a training batch: ``batch_size`` examples of each part, uniformly from its
+    training split (with replacement). Picklable, so dataloader workers can use it."""
+
+    def __init__(self, train_examples: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.train_examples = train_examples
+        self.batch_size = batch_size
+
+    def __call__(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = {}
+        for part, examples in self.train_examples.items():
+            idx = torch.randint(len(examples), (self.batch_size,), generator=g)
+            batch[part] = examples[idx]  # (B, 5)
+        return batch
+
+
+class OOCLDataModule(L.LightningDataModule):
+    """Tables of ``op`` mod ``p`` in two token groups, plus the linkages between them.
+
+    Args:
+        p: the prime modulus.
+        op: ``ssq`` = (x^2 + y^2) mod p, ``add``, ``sub`` or ``mul``.
+        holdout1: fraction of table 1 held out for validation, in [0, 1).
+        holdout2: fraction of table 2 held out for validation, in [0, 1), drawn
+            independently of table 1.
+        symmetric_holdout: hold out (x, y) and (y, x) together; the fractions then count
+            unordered pairs (for symmetric ops a held-out pair's mirror otherwise leaks).
+        split_seed: seed of the train/validation split.
+        batch_size: training examples per part per step.
+        val_batch_size: validation examples per batch.
+        seed: seed of the training stream (with the rank and step).
+        num_workers: dataloader worker processes for the training stream.
+    """
+
+    def __init__(
+        self,
+        p: int = 97,
+        op: str = "ssq",
+        holdout1: float = 0.8,
+        holdout2: float = 0.8,
+        symmetric_holdout: bool = False,
+        split_seed: int = 0,
+        batch_size: int = 256,
+        val_batch_size: int = 4096,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        check_int("p", p, min_value=2)
+        check(is_prime(p), "p", p, "must be a prime (2, 3, 5, 7, ..., 97, 101, ...)")
+        check_choice("op", op, OPS)
+        check_float("holdout1", holdout1, 0.0, 1.0, high_inclusive=False)
+        check_float("holdout2", holdout2, 0.0, 1.0, high_inclusive=False)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("val_batch_size", val_batch_size)
+        check_int("num_workers", num_workers, min_value=0)
+        self.save_hyperparameters()
+        self.vocab = Vocab(p)
+        self.train_pairs: list[torch.Tensor] = []
+        self.val_pairs: list[torch.Tensor] = []
+
+    # Arguments of the model that the data decides; the CLI links them into the model.
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def seq_len(self) -> int:
+        return SEQ_LEN
+
+    def model_args(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab_size, "seq_len": self.seq_len}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_pairs:
+            return
+        hp = self.hparams
+        for t, holdout in enumerate((hp.holdout1, hp.holdout2)):
+            # The two tables are split independently: seeds (split_seed, t).
+            train, held = split_pairs(hp.p, holdout, hp.split_seed * 2 + t, hp.symmetric_holdout)
+            check(
+                len(train) > 0,
+                f"holdout{t + 1}",
+                holdout,
+                f"leaves no training pairs at p={hp.p}; lower it",
+            )
+            self.train_pairs.append(train)
+            self.val_pairs.append(held)
+
+    def train_examples(self) -> dict[str, torch.Tensor]:
+        self.setup()
+        p, op = self.hparams.p, self.hparams.op
+        return {
+            "table1": table_examples(self.train_pairs[0], 0, p, op),
+            "table2": table_examples(self.train_pairs[1], 1, p, op),
+            "linkage": linkage_examples(p),
+        }
+
+    def val_examples(self) -> dict[str, torch.Tensor]:
+        self.setup()
+        p, op = self.hparams.p, self.hparams.op
+        return {
+            "table1": table_examples(self.val_pairs[0], 0, p, op),
+            "table2": table_examples(self.val_pairs[1], 1, p, op),
+        }
+
+    def train_dataloader(self):
+        rank, step = trainer_rank_and_step(self)
+        maker = OOCLBatchMaker(self.train_examples(), self.hparams.batch_size)
+        stream = OnTheFlyBatches(maker, self.hparams.seed, rank=rank, start_step=step)
+        return stream_loader(stream, self.hparams.num_workers)
+
+    def val_dataloader(self):
+        # One loader per table, in the order of TABLES; each batch is {table: (B, 5)}.
+        loaders = []
+        for table, examples in self.val_examples().items():
+            chunks = examples.split(self.hparams.val_batch_size)
+            loaders.append(fixed_loader([{table: chunk} for chunk in chunks]))
+        return loaders
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader

@@ -1,0 +1,132 @@
+"""The OOCL LightningModule: a small transformer, the weighted three-part loss, metrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from lit_loops.checks import check, check_float, check_positive_int
+from lit_loops.nn import Transformer, TransformerConfig
+from lit_loops.optim import adamw_with_warmup, check_adamw_args
+
+PARTS = ("table1", "table2", "linkage")
+TABLES = ("table1", "table2")
+ANSWER_FROM = 3  # the answer (token 4) is predicted from position 3
+
+
+class OOCLModule(L.LightningModule):
+    """Loss ``k1 * loss_table1 + k2 * loss_table2 + k3 * loss_linkage`` on the last token.
+
+    Args:
+        vocab_size: linked from the data (2p + 4).
+        seq_len: linked from the data (5).
+        k1, k2, k3: weights of the table 1, table 2 and linkage losses; parts with weight
+            0 are not computed (their gradient would be zero).
+        d_model, n_layers, n_heads, d_mlp, attn_only, norm, activation: the transformer.
+        lr, betas, weight_decay, warmup_steps: AdamW with linear warmup.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        seq_len: int | None = None,
+        k1: float = 1.0,
+        k2: float = 1.0,
+        k3: float = 1.0,
+        d_model: int = 128,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_mlp: int = 512,
+        attn_only: bool = False,
+        norm: str = "layernorm",
+        activation: str = "relu",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.98),
+        weight_decay: float = 1.0,
+        warmup_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        for name in ("vocab_size", "seq_len"):
+            value = locals()[name]
+            check(value is not None, name, value, "is set from the DataModule; pass it when building the module by hand")
+            check_positive_int(name, value)
+        for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
+            check_float(name, k, 0.0)
+        check(k1 + k2 + k3 > 0, "k1, k2, k3", (k1, k2, k3), "at least one must be positive")
+        check_adamw_args(lr, betas, weight_decay, warmup_steps)
+        self.save_hyperparameters()
+        self.model = Transformer(
+            TransformerConfig(
+                vocab_size=vocab_size,
+                max_seq_len=seq_len,
+                d_model=d_model,
+                n_layers=n_layers,
+                n_heads=n_heads,
+                d_mlp=d_mlp,
+                attn_only=attn_only,
+                norm=norm,
+                activation=activation,
+            )
+        )
+        self.weights = {"table1": k1, "table2": k2, "linkage": k3}
+        # Separate metric objects per stage and part (torchmetrics keeps their state apart).
+        acc = lambda: torchmetrics.classification.MulticlassAccuracy(vocab_size, average="micro")  # noqa: E731
+        self.train_acc = nn.ModuleDict({part: acc() for part in PARTS})
+        self.val_acc = nn.ModuleDict({t: acc() for t in TABLES})
+        self.val_loss = nn.ModuleDict({t: torchmetrics.MeanMetric() for t in TABLES})
+        self.test_acc = nn.ModuleDict({t: acc() for t in TABLES})
+        self.test_loss = nn.ModuleDict({t: torchmetrics.MeanMetric() for t in TABLES})
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, 5)`` examples -> ``(B, vocab)`` logits for the answer token."""
+        return self.model(tokens[:, : ANSWER_FROM + 1])[:, ANSWER_FROM]
+
+    def part_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per part: (mean cross-entropy, logits). One forward pass over all parts at once."""
+        parts = [part for part in PARTS if part in batch]
+        logits = self(torch.cat([batch[part] for part in parts]))  # (sum B_part, V)
+        out, start = {}, 0
+        for part in parts:
+            n = len(batch[part])
+            part_logits = logits[start : start + n]
+            out[part] = (F.cross_entropy(part_logits, batch[part][:, -1]), part_logits)
+            start += n
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        active = {part: batch[part] for part in PARTS if self.weights[part] > 0}
+        losses = self.part_losses(active)
+        loss = sum(self.weights[part] * part_loss for part, (part_loss, _) in losses.items())
+        for part, (part_loss, logits) in losses.items():
+            self.train_acc[part](logits, active[part][:, -1])
+            self.log(f"train/loss_{part}", part_loss)
+            self.log(f"train/acc_{part}", self.train_acc[part])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        accs, means = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
+        for table, (loss, logits) in self.part_losses(batch).items():
+            n = len(batch[table])
+            accs[table](logits, batch[table][:, -1])
+            means[table](loss, weight=n)
+            kw = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=n)
+            self.log(f"{stage}/acc_{table}", accs[table], prog_bar=table == "table1", **kw)
+            self.log(f"{stage}/loss_{table}", means[table], **kw)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Per part: the examples and the predicted answer token (argmax over the vocabulary)."""
+        return {part: {"tokens": x, "pred": self(x).argmax(-1)} for part, x in batch.items()}
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return adamw_with_warmup(self.model, hp.lr, hp.betas, hp.weight_decay, hp.warmup_steps)
