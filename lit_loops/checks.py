@@ -25,9 +25,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_int(name: str, value: Any, min_value: int | None = None, max_value: int | None = None) -> None:
+def check_int(
+    name: str, value: Any, min_value: int | None = None, max_value: int | None = None
+) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool)
-    ok = ok and (min_value is None or value >= min_value) and (max_value is None or value <= max_value)
+    ok = (
+        ok
+        and (min_value is None or value >= min_value)
+        and (max_value is None or value <= max_value)
+    )
     if not ok:
         lo = "-inf" if min_value is None else min_value
         hi = "inf" if max_value is None else max_value

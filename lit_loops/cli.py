@@ -21,11 +21,11 @@ import time
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
+from jsonargparse._util import import_object
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from jsonargparse import Namespace
-from jsonargparse._util import import_object
 
 from lit_loops.callbacks.run_name import RunName, find_run_name
 
@@ -58,7 +58,9 @@ class SaveRunConfig(SaveConfigCallback):
             )
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    logger.experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
+                    logger.experiment.config.update(
+                        {"cli": self.config.as_dict()}, allow_val_change=True
+                    )
         self.already_saved = True
 
 
@@ -96,8 +98,21 @@ class LitLoopsCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = _name_run
 
-    @rank_zero_only
+    def _finish_wandb(self) -> None:
+        # Close the wandb run, so that a second command in the same process starts its own.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger._experiment.finish()
+                logger._experiment = None
+
+    after_validate = after_test = after_predict = _finish_wandb
+
     def after_fit(self) -> None:
+        self._print_summary()
+        self._finish_wandb()
+
+    @rank_zero_only
+    def _print_summary(self) -> None:
         trainer = self.trainer
         run_name = find_run_name(trainer)
         lines = [
@@ -109,7 +124,9 @@ class LitLoopsCLI(LightningCLI):
         ]
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
-            lines.append(f"Best:      {ckpt.monitor}={float(ckpt.best_model_score):.6g}  {ckpt.best_model_path}")
+            lines.append(
+                f"Best:      {ckpt.monitor}={float(ckpt.best_model_score):.6g}  {ckpt.best_model_path}"
+            )
         lines.append("Final metrics (last logged values):")
         for key in sorted(trainer.callback_metrics):
             lines.append(f"  {key:<24} {float(trainer.callback_metrics[key]):.6g}")

@@ -36,7 +36,9 @@ def generator_for(seed: int, rank: int, step: int) -> torch.Generator:
 class OnTheFlyBatches(IterableDataset):
     """An endless stream of generated batches (use with ``batch_size=None``)."""
 
-    def __init__(self, make_batch: BatchMaker, seed: int, rank: int = 0, start_step: int = 0) -> None:
+    def __init__(
+        self, make_batch: BatchMaker, seed: int, rank: int = 0, start_step: int = 0
+    ) -> None:
         super().__init__()
         self.make_batch = make_batch
         self.seed = seed

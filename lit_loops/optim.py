@@ -10,7 +10,9 @@ from torch import nn
 from lit_loops.checks import check, check_float, check_int
 
 
-def check_adamw_args(lr: float, betas: Sequence[float], weight_decay: float, warmup_steps: int) -> None:
+def check_adamw_args(
+    lr: float, betas: Sequence[float], weight_decay: float, warmup_steps: int
+) -> None:
     check_float("lr", lr, 0.0, None, low_inclusive=False)
     check(
         len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),

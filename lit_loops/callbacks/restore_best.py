@@ -24,8 +24,19 @@ class RestoreBestWeights(Callback):
         verbose: print when the weights are restored.
     """
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min", min_delta: float = 0.0, verbose: bool = True) -> None:
-        check(isinstance(monitor, str) and monitor != "", "monitor", monitor, "must name a logged metric")
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        min_delta: float = 0.0,
+        verbose: bool = True,
+    ) -> None:
+        check(
+            isinstance(monitor, str) and monitor != "",
+            "monitor",
+            monitor,
+            "must name a logged metric",
+        )
         check_choice("mode", mode, ("min", "max"))
         check_float("min_delta", min_delta, 0.0)
         self.monitor = monitor
@@ -56,7 +67,9 @@ class RestoreBestWeights(Callback):
         if score == score and self.is_better(score):  # NaN never counts as better
             self.best_score = score
             self.best_step = trainer.global_step
-            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+            self.best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()
+            }
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.best_weights is None:

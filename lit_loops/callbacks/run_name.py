@@ -50,12 +50,16 @@ class RunName(Callback):
         root: where run folders go when no logger says (``runs``).
     """
 
-    def __init__(self, template: str = "{experiment}", group: str = "{experiment}", root: str = "runs") -> None:
+    def __init__(
+        self, template: str = "{experiment}", group: str = "{experiment}", root: str = "runs"
+    ) -> None:
         for name, value in (("template", template), ("group", group)):
             try:
                 list(string.Formatter().parse(value))
             except ValueError as err:
-                raise ValueError(f"{name}={value!r} is invalid: not a format template ({err})") from None
+                raise ValueError(
+                    f"{name}={value!r} is invalid: not a format template ({err})"
+                ) from None
         self.template = template
         self.group_template = group
         self.root = root
@@ -63,7 +67,9 @@ class RunName(Callback):
         self.version: str | None = None
         self.run_dir: Path | None = None
 
-    def fields(self, model: L.LightningModule, datamodule: L.LightningDataModule | None) -> dict[str, Any]:
+    def fields(
+        self, model: L.LightningModule, datamodule: L.LightningDataModule | None
+    ) -> dict[str, Any]:
         data_hp = hparams_of(datamodule) if datamodule is not None else {}
         return {**data_hp, **hparams_of(model), "experiment": experiment_of(model)}
 
@@ -76,7 +82,9 @@ class RunName(Callback):
                 f"available: {sorted(fields)}"
             ) from None
 
-    def apply(self, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule | None) -> None:
+    def apply(
+        self, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule | None
+    ) -> None:
         """Name the run and point the loggers and checkpoints at its folder (idempotent)."""
         if self.run_dir is not None:
             return
@@ -85,7 +93,11 @@ class RunName(Callback):
         group = os.environ.get("WANDB_RUN_GROUP") or self.format(self.group_template, fields)
         stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
         self.version = trainer.strategy.broadcast(stamp)  # one folder for all ranks
-        root = Path(trainer.loggers[0].save_dir) if trainer.loggers and trainer.loggers[0].save_dir else Path(self.root)
+        root = (
+            Path(trainer.loggers[0].save_dir)
+            if trainer.loggers and trainer.loggers[0].save_dir
+            else Path(self.root)
+        )
         self.run_dir = root / self.name / self.version
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -23,7 +23,12 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, n_heads: int, causal: bool = True, bias: bool = True, dropout: float = 0.0
+        self,
+        d_model: int,
+        n_heads: int,
+        causal: bool = True,
+        bias: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if d_model % n_heads:

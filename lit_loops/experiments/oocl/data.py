@@ -21,7 +21,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int, is_prime
+from lit_loops.checks import (
+    check,
+    check_choice,
+    check_float,
+    check_int,
+    check_positive_int,
+    is_prime,
+)
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 
 SEQ_LEN = 5

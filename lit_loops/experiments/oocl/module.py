@@ -51,7 +51,12 @@ class OOCLModule(L.LightningModule):
         super().__init__()
         for name in ("vocab_size", "seq_len"):
             value = locals()[name]
-            check(value is not None, name, value, "is set from the DataModule; pass it when building the module by hand")
+            check(
+                value is not None,
+                name,
+                value,
+                "is set from the DataModule; pass it when building the module by hand",
+            )
             check_positive_int(name, value)
         for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
             check_float(name, k, 0.0)
@@ -84,7 +89,9 @@ class OOCLModule(L.LightningModule):
         """``(B, 5)`` examples -> ``(B, vocab)`` logits for the answer token."""
         return self.model(tokens[:, : ANSWER_FROM + 1])[:, ANSWER_FROM]
 
-    def part_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def part_losses(
+        self, batch: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per part: (mean cross-entropy, logits). One forward pass over all parts at once."""
         parts = [part for part in PARTS if part in batch]
         logits = self(torch.cat([batch[part] for part in parts]))  # (sum B_part, V)
@@ -108,7 +115,9 @@ class OOCLModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        accs, means = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
+        accs, means = (
+            (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
+        )
         for table, (loss, logits) in self.part_losses(batch).items():
             n = len(batch[table])
             accs[table](logits, batch[table][:, -1])
@@ -117,13 +126,19 @@ class OOCLModule(L.LightningModule):
             self.log(f"{stage}/acc_{table}", accs[table], prog_bar=table == "table1", **kw)
             self.log(f"{stage}/loss_{table}", means[table], **kw)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict:
         """Per part: the examples and the predicted answer token (argmax over the vocabulary)."""
         return {part: {"tokens": x, "pred": self(x).argmax(-1)} for part, x in batch.items()}
 

@@ -1,0 +1,134 @@
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import DataLoader
+
+from lit_loops.callbacks import RestoreBestWeights, RunName
+from lit_loops.experiments.oocl import OOCLDataModule, OOCLModule
+
+
+# --- RunName --------------------------------------------------------------------------
+def test_run_name_matches_the_seed_convention():
+    data = OOCLDataModule(p=97, holdout1=0.8, holdout2=0.8)
+    model = OOCLModule(vocab_size=198, seq_len=5, k1=1.0, k2=1.0, k3=1.0, d_model=16, d_mlp=16)
+    run = RunName("oocl_{op}_{p}_{holdout1}_{holdout2}_{k1}_{k2}_{k3}")
+    assert run.format(run.template, run.fields(model, data)) == "oocl_ssq_97_0.8_0.8_1.0_1.0_1.0"
+    assert run.fields(model, data)["experiment"] == "oocl"
+
+
+def test_run_name_names_unknown_fields():
+    run = RunName("{experiment}_{nope}")
+    with pytest.raises(ValueError, match="unknown field 'nope'; available: .*'experiment'"):
+        run.format(run.template, {"experiment": "oocl"})
+
+
+def test_run_name_rejects_a_broken_template():
+    with pytest.raises(ValueError, match="template='oocl_{p' is invalid"):
+        RunName("oocl_{p")
+
+
+def test_run_name_gives_the_run_a_folder_and_names_the_loggers(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    data = OOCLDataModule(p=5)
+    model = OOCLModule(vocab_size=14, seq_len=5, d_model=16, d_mlp=16)
+    run, ckpt = RunName("oocl_{p}"), ModelCheckpoint()
+    logger = CSVLogger(tmp_path)
+    trainer = L.Trainer(
+        logger=logger, callbacks=[run, ckpt], max_steps=1, enable_progress_bar=False
+    )
+    run.apply(trainer, model, data)
+    assert run.run_dir.parent == tmp_path / "oocl_5"
+    assert logger.log_dir == str(run.run_dir)
+    assert ckpt.dirpath == str(run.run_dir / "checkpoints")
+
+
+# --- RestoreBestWeights ---------------------------------------------------------------
+SCRIPTED_SCORES = [0.2, 0.7, 0.4, 0.6, 0.3]  # best (mode max) at the 2nd validation
+
+
+class ScriptedModule(L.LightningModule):
+    """Trains a linear layer; validation logs a scripted score and records the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.snapshots = {}  # global step -> weights at that validation
+        self.n_val = 0
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        score = SCRIPTED_SCORES[min(self.n_val, len(SCRIPTED_SCORES) - 1)]
+        self.n_val += 1
+        self.log("val/score", score)
+        self.snapshots[self.global_step] = {k: v.clone() for k, v in self.state_dict().items()}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_scripted(callbacks, max_steps=25):
+    torch.manual_seed(0)
+    module = ScriptedModule()
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        val_check_interval=5,
+        check_val_every_n_epoch=None,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    loader = DataLoader(torch.randn(200, 4), batch_size=4)
+    trainer.fit(module, loader, DataLoader(torch.randn(4, 4), batch_size=4))
+    return module
+
+
+def test_restore_best_loads_the_best_steps_weights():
+    restore = RestoreBestWeights(monitor="val/score", mode="max")
+    module = fit_scripted([restore])
+    assert restore.best_step == 10 and restore.best_score == pytest.approx(0.7)
+    final = module.state_dict()
+    for key, value in module.snapshots[10].items():
+        torch.testing.assert_close(final[key], value)
+    assert not torch.equal(
+        module.snapshots[10]["layer.weight"], module.snapshots[25]["layer.weight"]
+    )
+
+
+def test_restore_best_with_min_delta_and_mode_min():
+    restore = RestoreBestWeights(monitor="val/score", mode="min", min_delta=0.05)
+    fit_scripted([restore])
+    assert restore.best_step == 5  # 0.2 is the lowest score; nothing later beats it by 0.05
+
+
+def test_restore_best_works_with_early_stopping():
+    restore = RestoreBestWeights(monitor="val/score", mode="max")
+    stop = EarlyStopping(monitor="val/score", mode="max", patience=2)
+    module = fit_scripted([restore, stop], max_steps=200)
+    assert module.global_step < 200  # early stopping fired
+    for key, value in module.snapshots[10].items():
+        torch.testing.assert_close(module.state_dict()[key], value)
+
+
+def test_restore_best_says_when_the_monitor_is_missing():
+    with pytest.raises(KeyError, match="monitor='val/nothing' was not logged"):
+        fit_scripted([RestoreBestWeights(monitor="val/nothing")])
+
+
+def test_restore_best_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mode='best' is invalid"):
+        RestoreBestWeights(mode="best")
+    with pytest.raises(ValueError, match="min_delta=-1.0 is invalid"):
+        RestoreBestWeights(min_delta=-1.0)

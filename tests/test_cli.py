@@ -1,0 +1,101 @@
+"""The real CLI end to end: config printing, linking, run folders, validate from a checkpoint."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS, TINY_OOCL, cli
+
+
+def test_print_config_prints_the_whole_resolved_config(in_tmp):
+    exe = Path(sys.executable).parent / "lit-loops"
+    out = subprocess.run(
+        [exe, "fit", "--config", CONFIGS / "oocl" / "cpu.yaml", "--print_config"],
+        capture_output=True, text=True, check=True, cwd=in_tmp,
+    ).stdout  # fmt: skip
+    config = yaml.safe_load(out)
+    assert config["model"]["class_path"] == "lit_loops.experiments.oocl.OOCLModule"
+    assert config["data"]["init_args"]["p"] == 47
+    assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
+    assert config["trainer"]["logger"]["init_args"]["offline"] is True
+    assert "max_steps" in config["trainer"] and "lr" in config["model"]["init_args"]
+
+
+def test_configs_stack_and_the_command_line_overrides(in_tmp):
+    run = cli(
+        "fit", *TINY_OOCL, "--config", CONFIGS / "oocl" / "k100.yaml",
+        "--data.init_args.holdout1=0.5", "--trainer.fast_dev_run=true",
+    )  # fmt: skip
+    assert (run.model.hparams.k1, run.model.hparams.k2, run.model.hparams.k3) == (1.0, 0.0, 0.0)
+    assert run.datamodule.hparams.holdout1 == 0.5
+
+
+def test_data_decides_vocab_size_and_seq_len(in_tmp):
+    run = cli("fit", *TINY_OOCL, "--trainer.fast_dev_run=true")
+    assert run.model.hparams.vocab_size == 2 * 11 + 4
+    assert run.model.hparams.seq_len == 5
+
+
+def test_a_hand_set_vocab_size_that_disagrees_with_the_data_is_an_error(in_tmp):
+    with pytest.raises(
+        ValueError, match=r"model.init_args.vocab_size=99 is invalid: the data decides it"
+    ):
+        cli("fit", *TINY_OOCL, "--model.init_args.vocab_size=99", "--trainer.fast_dev_run=true")
+
+
+def test_same_config_twice_in_one_folder_with_the_default_wandb_logger(in_tmp):
+    args = ["fit", *TINY_OOCL, "--trainer.max_steps=2", "--trainer.val_check_interval=2"]
+    first, second = cli(*args), cli(*args)
+    name = "oocl_ssq_11_0.7_0.7_1.0_1.0_1.0"
+    dirs = [find_run(first), find_run(second)]
+    assert dirs[0] != dirs[1] and all(d.resolve().parent == in_tmp / "runs" / name for d in dirs)
+    for d in dirs:
+        saved = yaml.safe_load((d / "config.yaml").read_text())
+        assert saved["data"]["init_args"]["p"] == 11
+        assert any(d.glob("checkpoints/*.ckpt"))
+    wandb_runs = list((in_tmp / "runs" / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2  # offline, under runs/, one per fit
+
+
+def find_run(run):
+    from lit_loops.callbacks import find_run_name
+
+    return find_run_name(run.trainer).run_dir
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [row for row in csv.DictReader(f)]
+
+
+def test_validate_with_the_best_checkpoint_reproduces_fit_metrics(in_tmp):
+    common = [*TINY_OOCL, "--config", CONFIGS / "logger" / "csv.yaml"]
+    fit = cli("fit", *common, "--trainer.max_steps=30", "--trainer.val_check_interval=10")
+    ckpt = fit.trainer.checkpoint_callback
+    best_step = int(Path(ckpt.best_model_path).name[4:10])
+    rows = read_metrics(find_run(fit) / "metrics.csv")
+    logged = next(r for r in rows if r["val/acc_table1"] and int(r["step"]) == best_step - 1)
+    validate = cli("validate", *common, "--ckpt_path", ckpt.best_model_path)
+    got = validate.trainer.callback_metrics
+    for key in ("val/acc_table1", "val/acc_table2", "val/loss_table1", "val/loss_table2"):
+        assert float(got[key]) == pytest.approx(float(logged[key]), rel=1e-5), key
+
+
+@pytest.mark.parametrize("preset", ["csv.yaml", "tensorboard.yaml"])
+def test_logger_presets_write_into_the_run_folder(in_tmp, preset):
+    run = cli(
+        "fit", *TINY_OOCL, "--config", CONFIGS / "logger" / preset,
+        "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+    )  # fmt: skip
+    folder = find_run(run)
+    files = {p.name for p in folder.iterdir()}
+    assert "config.yaml" in files and "checkpoints" in files
+    assert (
+        ("metrics.csv" in files)
+        if preset == "csv.yaml"
+        else any(f.startswith("events.out") for f in files)
+    )
