@@ -99,3 +99,13 @@ def test_logger_presets_write_into_the_run_folder(in_tmp, preset):
         if preset == "csv.yaml"
         else any(f.startswith("events.out") for f in files)
     )
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_test_and_predict_subcommands_run(in_tmp, subcommand):
+    run = cli(subcommand, *TINY_OOCL, "--trainer.fast_dev_run=true")
+    if subcommand == "test":
+        assert "test/acc_table1" in run.trainer.callback_metrics
+    else:
+        preds = run.trainer.predict_loop.predictions
+        assert preds and preds[0][0]["table1"]["pred"].shape == preds[0][0]["table1"]["tokens"].shape[:1]

@@ -28,6 +28,7 @@ class TransformerConfig:
     causal: bool = True
     dropout: float = 0.0
     bias: bool = True
+    tie_embeddings: bool = False  # unembedding = token embedding^T (as GPT-2)
 
     def __post_init__(self) -> None:
         # The whole config is validated in one place, with messages naming the argument.
@@ -93,6 +94,8 @@ class Transformer(nn.Module):
         self.norm_final = make_norm(cfg.norm, cfg.d_model)
         self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.tok_emb.weight
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

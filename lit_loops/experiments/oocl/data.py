@@ -32,8 +32,9 @@ from lit_loops.checks import (
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 
 SEQ_LEN = 5
-PARTS = ("table1", "table2", "linkage")
-TABLES = ("table1", "table2")
+ANSWER_FROM = 3  # the answer (token 4) is predicted from position 3
+PARTS = ("table1", "table2", "linkage")  # the keys of a training batch
+TABLES = ("table1", "table2")  # the keys of validation batches (one loader each)
 
 OPS = {
     "ssq": lambda x, y, p: (x * x + y * y) % p,

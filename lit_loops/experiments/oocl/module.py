@@ -9,12 +9,9 @@ import torchmetrics
 from torch import nn
 
 from lit_loops.checks import check, check_float, check_positive_int
+from lit_loops.experiments.oocl.data import ANSWER_FROM, PARTS, TABLES
 from lit_loops.nn import Transformer, TransformerConfig
 from lit_loops.optim import adamw_with_warmup, check_adamw_args
-
-PARTS = ("table1", "table2", "linkage")
-TABLES = ("table1", "table2")
-ANSWER_FROM = 3  # the answer (token 4) is predicted from position 3
 
 
 class OOCLModule(L.LightningModule):
@@ -25,7 +22,8 @@ class OOCLModule(L.LightningModule):
         seq_len: linked from the data (5).
         k1, k2, k3: weights of the table 1, table 2 and linkage losses; parts with weight
             0 are not computed (their gradient would be zero).
-        d_model, n_layers, n_heads, d_mlp, attn_only, norm, activation: the transformer.
+        d_model, n_layers, n_heads, d_mlp, attn_only, norm, activation, tie_embeddings:
+            the transformer.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warmup.
     """
 
@@ -43,6 +41,7 @@ class OOCLModule(L.LightningModule):
         attn_only: bool = False,
         norm: str = "layernorm",
         activation: str = "relu",
+        tie_embeddings: bool = False,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.98),
         weight_decay: float = 1.0,
@@ -74,6 +73,7 @@ class OOCLModule(L.LightningModule):
                 attn_only=attn_only,
                 norm=norm,
                 activation=activation,
+                tie_embeddings=tie_embeddings,
             )
         )
         self.weights = {"table1": k1, "table2": k2, "linkage": k3}
