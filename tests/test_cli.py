@@ -19,7 +19,7 @@ def test_print_config_prints_the_whole_resolved_config(in_tmp):
     ).stdout  # fmt: skip
     config = yaml.safe_load(out)
     assert config["model"]["class_path"] == "lit_loops.experiments.oocl.OOCLModule"
-    assert config["data"]["init_args"]["p"] == 47
+    assert config["data"]["init_args"]["p"] == 31
     assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
     assert config["trainer"]["logger"]["init_args"]["offline"] is True
     assert "max_steps" in config["trainer"] and "lr" in config["model"]["init_args"]
@@ -50,7 +50,7 @@ def test_a_hand_set_vocab_size_that_disagrees_with_the_data_is_an_error(in_tmp):
 def test_same_config_twice_in_one_folder_with_the_default_wandb_logger(in_tmp):
     args = ["fit", *TINY_OOCL, "--trainer.max_steps=2", "--trainer.val_check_interval=2"]
     first, second = cli(*args), cli(*args)
-    name = "oocl_ssq_11_0.7_0.7_1.0_1.0_1.0"
+    name = "oocl_ssq_11_0.9_0.2_1.0_1.0_1.0"
     dirs = [find_run(first), find_run(second)]
     assert dirs[0] != dirs[1] and all(d.resolve().parent == in_tmp / "runs" / name for d in dirs)
     for d in dirs:
@@ -108,4 +108,7 @@ def test_test_and_predict_subcommands_run(in_tmp, subcommand):
         assert "test/acc_table1" in run.trainer.callback_metrics
     else:
         preds = run.trainer.predict_loop.predictions
-        assert preds and preds[0][0]["table1"]["pred"].shape == preds[0][0]["table1"]["tokens"].shape[:1]
+        assert (
+            preds
+            and preds[0][0]["table1"]["pred"].shape == preds[0][0]["table1"]["tokens"].shape[:1]
+        )

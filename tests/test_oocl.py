@@ -109,6 +109,19 @@ def test_loss_is_the_weighted_sum_of_the_parts():
     torch.testing.assert_close(loss, expected)
 
 
+def test_table1_loss_is_off_before_k1_from_step():
+    torch.manual_seed(0)
+    batch = next(iter(OOCLDataModule(p=11, batch_size=8).train_dataloader()))
+    module = OOCLModule(vocab_size=26, seq_len=5, k1_from_step=5, d_model=16, d_mlp=32)
+    before = module.training_step(batch, 0)  # global_step is 0 without a trainer
+    without_table1 = {k: v for k, v in batch.items() if k != "table1"}
+    torch.testing.assert_close(
+        before, sum(loss for loss, _ in module.part_losses(without_table1).values())
+    )
+    module.hparams.k1_from_step = 0
+    assert module.training_step(batch, 0) > before
+
+
 def test_answer_is_read_from_position_3_only():
     torch.manual_seed(0)
     module = OOCLModule(vocab_size=26, seq_len=5, d_model=16, d_mlp=32).eval()
@@ -145,6 +158,7 @@ def test_datamodule_rejects_bad_input(kwargs, match):
         ({"lr": 0.0}, "lr=0.0 is invalid"),
         ({"betas": (0.9, 1.5)}, "betas=.* is invalid"),
         ({"vocab_size": None}, "vocab_size=None is invalid: is set from the DataModule"),
+        ({"k1_from_step": -1}, "k1_from_step=-1 is invalid"),
     ],
 )
 def test_module_rejects_bad_input(kwargs, match):

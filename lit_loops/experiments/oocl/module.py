@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lit_loops.checks import check, check_float, check_positive_int
+from lit_loops.checks import check, check_float, check_int, check_positive_int
 from lit_loops.experiments.oocl.data import ANSWER_FROM, PARTS, TABLES
 from lit_loops.nn import Transformer, TransformerConfig
 from lit_loops.optim import adamw_with_warmup, check_adamw_args
@@ -22,6 +22,8 @@ class OOCLModule(L.LightningModule):
         seq_len: linked from the data (5).
         k1, k2, k3: weights of the table 1, table 2 and linkage losses; parts with weight
             0 are not computed (their gradient would be zero).
+        k1_from_step: table 1's loss counts only from this training step on (k1 = 0
+            before), so table 2 and the linkages can be learned first.
         d_model, n_layers, n_heads, d_mlp, attn_only, norm, activation, tie_embeddings:
             the transformer.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warmup.
@@ -34,6 +36,7 @@ class OOCLModule(L.LightningModule):
         k1: float = 1.0,
         k2: float = 1.0,
         k3: float = 1.0,
+        k1_from_step: int = 0,
         d_model: int = 128,
         n_layers: int = 2,
         n_heads: int = 4,
@@ -60,6 +63,7 @@ class OOCLModule(L.LightningModule):
         for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
             check_float(name, k, 0.0)
         check(k1 + k2 + k3 > 0, "k1, k2, k3", (k1, k2, k3), "at least one must be positive")
+        check_int("k1_from_step", k1_from_step, min_value=0)
         check_adamw_args(lr, betas, weight_decay, warmup_steps)
         self.save_hyperparameters()
         self.model = Transformer(
@@ -104,9 +108,12 @@ class OOCLModule(L.LightningModule):
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        active = {part: batch[part] for part in PARTS if self.weights[part] > 0}
+        weights = dict(self.weights)
+        if self.global_step < self.hparams.k1_from_step:
+            weights["table1"] = 0.0
+        active = {part: batch[part] for part in PARTS if weights[part] > 0}
         losses = self.part_losses(active)
-        loss = sum(self.weights[part] * part_loss for part, (part_loss, _) in losses.items())
+        loss = sum(weights[part] * part_loss for part, (part_loss, _) in losses.items())
         for part, (part_loss, logits) in losses.items():
             self.train_acc[part](logits, active[part][:, -1])
             self.log(f"train/loss_{part}", part_loss)
