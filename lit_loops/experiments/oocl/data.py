@@ -186,7 +186,7 @@ class OOCLDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         for t, holdout in enumerate((hp.holdout1, hp.holdout2)):
-            # The two tables are split independently: seeds (split_seed, t).
+            # The two tables are split independently: table t uses seed 2 * split_seed + t.
             train, held = split_pairs(hp.p, holdout, hp.split_seed * 2 + t, hp.symmetric_holdout)
             check(
                 len(train) > 0,
@@ -197,22 +197,20 @@ class OOCLDataModule(L.LightningDataModule):
             self.train_pairs.append(train)
             self.val_pairs.append(held)
 
-    def train_examples(self) -> dict[str, torch.Tensor]:
+    def _tables(self, pairs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         self.setup()
-        p, op = self.hparams.p, self.hparams.op
         return {
-            "table1": table_examples(self.train_pairs[0], 0, p, op),
-            "table2": table_examples(self.train_pairs[1], 1, p, op),
-            "linkage": linkage_examples(p),
+            table: table_examples(pairs[t], t, self.hparams.p, self.hparams.op)
+            for t, table in enumerate(TABLES)
         }
 
+    def train_examples(self) -> dict[str, torch.Tensor]:
+        """Every training example of each part: ``{part: (K_part, 5)}``."""
+        return {**self._tables(self.train_pairs), "linkage": linkage_examples(self.hparams.p)}
+
     def val_examples(self) -> dict[str, torch.Tensor]:
-        self.setup()
-        p, op = self.hparams.p, self.hparams.op
-        return {
-            "table1": table_examples(self.val_pairs[0], 0, p, op),
-            "table2": table_examples(self.val_pairs[1], 1, p, op),
-        }
+        """Every held-out example of each table: ``{table: (K_table, 5)}``."""
+        return self._tables(self.val_pairs)
 
     def train_dataloader(self):
         rank, step = trainer_rank_and_step(self)
