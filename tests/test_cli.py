@@ -112,3 +112,20 @@ def test_test_and_predict_subcommands_run(in_tmp, subcommand):
             preds
             and preds[0][0]["table1"]["pred"].shape == preds[0][0]["table1"]["tokens"].shape[:1]
         )
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_shares_one_run_folder(in_tmp):
+    """DDP (gloo, 2 processes) through the console script: one run, one folder, one config."""
+    exe = Path(sys.executable).parent / "lit-loops"
+    out = subprocess.run(
+        [exe, "fit", *TINY_OOCL, "--config", CONFIGS / "logger" / "csv.yaml",
+         "--trainer.max_steps=20", "--trainer.val_check_interval=10",
+         "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"],
+        capture_output=True, text=True, cwd=in_tmp, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Steps:     20" in out.stdout
+    runs = list((in_tmp / "runs").glob("oocl_*/*"))
+    assert len(runs) == 1 and (runs[0] / "config.yaml").exists()
+    assert any(runs[0].glob("checkpoints/*.ckpt"))
