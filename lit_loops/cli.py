@@ -15,6 +15,7 @@ What this subclass adds to LightningCLI:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import time
@@ -22,7 +23,6 @@ from typing import Any
 
 import lightning as L
 from jsonargparse import Namespace
-from jsonargparse._util import import_object
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -131,6 +131,11 @@ class LitLoopsCLI(LightningCLI):
         for key in sorted(trainer.callback_metrics):
             lines.append(f"  {key:<24} {float(trainer.callback_metrics[key]):.6g}")
         print("\n".join(lines), flush=True)
+
+
+def import_object(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def fill_data_decided_args(config: Namespace) -> None:

@@ -103,6 +103,10 @@ class RunName(Callback):
             if isinstance(logger, WandbLogger):
                 if logger._experiment is None:  # not created yet: name, id and group take effect
                     logger._wandb_init.update(name=self.name, group=group, id=self.version)
+                    if (
+                        logger._wandb_init.get("anonymous") is None
+                    ):  # wandb warns on an explicit None
+                        logger._wandb_init.pop("anonymous", None)
                     logger._id = self.version
                     logger._name = self.name
                 else:  # created already: only the display name can still change
