@@ -1,0 +1,51 @@
+"""The SUBLEQ machine: simulator, bit-matrix encoding, assembler and a program library."""
+
+from lit_loops.experiments.subleq.assembler import (
+    PROGRAMS,
+    Program,
+    ProgramSpec,
+    assemble,
+    parse,
+    programs_that_fit,
+)
+from lit_loops.experiments.subleq.machine import (
+    FIELDS,
+    MachineSpec,
+    State,
+    Trace,
+    changed_mask,
+    check_state,
+    current_instruction,
+    decode,
+    encode,
+    is_halted,
+    loss_mask,
+    random_states,
+    run,
+    step,
+    written_mask,
+)
+
+__all__ = [
+    "FIELDS",
+    "PROGRAMS",
+    "MachineSpec",
+    "Program",
+    "ProgramSpec",
+    "State",
+    "Trace",
+    "assemble",
+    "changed_mask",
+    "check_state",
+    "current_instruction",
+    "decode",
+    "encode",
+    "is_halted",
+    "loss_mask",
+    "parse",
+    "programs_that_fit",
+    "random_states",
+    "run",
+    "step",
+    "written_mask",
+]
