@@ -1,11 +1,12 @@
 """Callbacks shared by all experiments; each works with any LightningModule.
 
-Planned here, next to these, as the experiments that need them arrive:
-``curriculum.py`` (phase mixing over steps) and ``quantize.py`` (quantized-output
-evaluation).
+``RunName`` (run names and folders), ``RestoreBestWeights`` (best weights back at the end
+of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored). Planned next to these:
+``curriculum.py`` (phase mixing over steps).
 """
 
+from lit_loops.callbacks.quantize import QuantizedEval
 from lit_loops.callbacks.restore_best import RestoreBestWeights
 from lit_loops.callbacks.run_name import RunName, find_run_name
 
-__all__ = ["RestoreBestWeights", "RunName", "find_run_name"]
+__all__ = ["QuantizedEval", "RestoreBestWeights", "RunName", "find_run_name"]

@@ -1,4 +1,5 @@
-"""The SUBLEQ machine: simulator, bit-matrix encoding, assembler and a program library."""
+"""SUBLEQ (seed 000): the machine, its bit-matrix encoding, an assembler and a program
+library (machine.py, assembler.py), the DataModule (data.py) and the model (module.py)."""
 
 from lit_loops.experiments.subleq.assembler import (
     PROGRAMS,
@@ -8,6 +9,7 @@ from lit_loops.experiments.subleq.assembler import (
     parse,
     programs_that_fit,
 )
+from lit_loops.experiments.subleq.data import SubleqDataModule
 from lit_loops.experiments.subleq.machine import (
     FIELDS,
     MachineSpec,
@@ -25,6 +27,7 @@ from lit_loops.experiments.subleq.machine import (
     step,
     written_mask,
 )
+from lit_loops.experiments.subleq.module import SubleqModule
 
 __all__ = [
     "FIELDS",
@@ -33,6 +36,8 @@ __all__ = [
     "Program",
     "ProgramSpec",
     "State",
+    "SubleqDataModule",
+    "SubleqModule",
     "Trace",
     "assemble",
     "changed_mask",

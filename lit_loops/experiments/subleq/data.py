@@ -1,0 +1,175 @@
+"""SUBLEQ one-step data: random machine states and the state one step later, as bit matrices.
+
+A batch is a dict::
+
+    input         (B, n, d) float   encode(state)
+    target        (B, n, d) float   encode(step(state))
+    branch_taken  (B,) bool         the new mem[b] <= 0 (the PC jumped to c)
+    written       (B, n, d) bool    written_mask(state): mem[b]'s field and the PC field
+    mask          (n, d) bool       loss_mask: False on the work area (not scored)
+    fields        {name: (n, d) bool}  the bits of each field scored as a whole by
+                                    QuantizedEval: "memory" (memory field of the memory
+                                    tokens) and "pc" (PC field of token 0)
+
+``mask`` and ``fields`` are the same in every batch; they travel with it so the module's
+loss and the generic ``QuantizedEval`` callback need no SUBLEQ import.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from lit_loops.checks import check_float, check_int, check_positive_int
+from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.experiments.subleq.machine import (
+    MachineSpec,
+    State,
+    current_instruction,
+    encode,
+    loss_mask,
+    random_states,
+    step,
+    written_mask,
+)
+
+
+def field_masks(spec: MachineSpec) -> dict[str, torch.Tensor]:
+    """``{"memory": (n, d) bool, "pc": (n, d) bool}``: the bits of each scored field."""
+    f = spec.field_slices
+    memory = torch.zeros(spec.n, spec.d, dtype=torch.bool)
+    memory[spec.memory_tokens, f["memory"]] = True
+    pc = torch.zeros(spec.n, spec.d, dtype=torch.bool)
+    pc[0, f["pc"]] = True
+    return {"memory": memory, "pc": pc}
+
+
+def make_batch(spec: MachineSpec, state: State) -> dict:
+    """One batch (see the module docstring) from a batch of states, all vectorised."""
+    nxt = step(spec, state)
+    rows = torch.arange(state.batch_size, device=state.pc.device)
+    b = current_instruction(spec, state)[:, 1]  # (B,) absolute token of b
+    return {
+        "input": encode(spec, state),
+        "target": encode(spec, nxt),
+        "branch_taken": nxt.mem[rows, b - spec.s] <= 0,
+        "written": written_mask(spec, state),
+        "mask": loss_mask(spec),
+        "fields": field_masks(spec),
+    }
+
+
+class SubleqBatchMaker:
+    """Draws a training batch: fresh random states, or a uniform sample (with replacement)
+    of a fixed training set. Picklable, so dataloader workers can use it."""
+
+    def __init__(
+        self,
+        spec: MachineSpec,
+        batch_size: int,
+        branch_boundary_fraction: float = 0.0,
+        train_states: State | None = None,
+    ) -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+        self.branch_boundary_fraction = branch_boundary_fraction
+        self.train_states = train_states
+
+    def __call__(self, g: torch.Generator) -> dict:
+        if self.train_states is None:
+            state = random_states(self.spec, self.batch_size, g, self.branch_boundary_fraction)
+        else:
+            idx = torch.randint(self.train_states.batch_size, (self.batch_size,), generator=g)
+            state = self.train_states[idx]
+        return make_batch(self.spec, state)
+
+
+class SubleqDataModule(L.LightningDataModule):
+    """One SUBLEQ step on random states of a machine ``MachineSpec(n, s, m, N, scale)``.
+
+    Args:
+        n, s, m, N, scale: the machine (see ``MachineSpec``): tokens, scratchpad tokens,
+            memory tokens, bits per integer, and the encoding's ``±scale``.
+        batch_size: training states per step.
+        val_size: validation states, drawn once from ``val_seed`` (full random states,
+            no branch-boundary bias).
+        val_batch_size: validation states per batch.
+        branch_boundary_fraction: fraction of training states whose branch test is on its
+            boundary (``mem[b] - mem[a]`` in {-1, 0, 1}), see ``random_states``.
+        train_size: 0 draws fresh states every step; > 0 draws a fixed training set of
+            that many states once from ``seed`` and samples it uniformly every step.
+        seed: seed of the training stream (with the rank and step) and training set.
+        val_seed: seed of the validation set.
+        num_workers: dataloader worker processes for the training stream.
+    """
+
+    def __init__(
+        self,
+        n: int = 16,
+        s: int = 4,
+        m: int = 4,
+        N: int = 4,
+        scale: float = 1.0,
+        batch_size: int = 64,
+        val_size: int = 2048,
+        val_batch_size: int = 1024,
+        branch_boundary_fraction: float = 0.0,
+        train_size: int = 0,
+        seed: int = 0,
+        val_seed: int = 12345,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec = MachineSpec(n, s, m, N, scale)  # validates the machine's arguments
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("val_size", val_size)
+        check_positive_int("val_batch_size", val_batch_size)
+        check_float("branch_boundary_fraction", branch_boundary_fraction, 0.0, 1.0)
+        check_int("train_size", train_size, min_value=0)
+        check_int("seed", seed)
+        check_int("val_seed", val_seed)
+        check_int("num_workers", num_workers, min_value=0)
+        self.save_hyperparameters()
+        self._train_states: State | None = None
+        self._val_batches: list[dict] | None = None
+
+    def model_args(self) -> dict:
+        # scale too: the model reads its input and writes its output in units of ±scale.
+        return {"n_tokens": self.spec.n, "d_state": self.spec.d, "scale": self.spec.scale}
+
+    def train_states(self) -> State | None:
+        """The fixed training set (``train_size > 0``), drawn once; None for fresh states."""
+        hp = self.hparams
+        if hp.train_size and self._train_states is None:
+            g = torch.Generator().manual_seed(hp.seed)
+            self._train_states = random_states(
+                self.spec, hp.train_size, g, hp.branch_boundary_fraction
+            )
+        return self._train_states
+
+    def val_batches(self) -> list[dict]:
+        """The validation set as ready-made batches, drawn once from ``val_seed``."""
+        if self._val_batches is None:
+            g = torch.Generator().manual_seed(self.hparams.val_seed)
+            states = random_states(self.spec, self.hparams.val_size, g)
+            size = self.hparams.val_batch_size
+            self._val_batches = [
+                make_batch(self.spec, states[i : i + size])
+                for i in range(0, self.hparams.val_size, size)
+            ]
+        return self._val_batches
+
+    def train_dataloader(self):
+        rank, step_ = trainer_rank_and_step(self)
+        hp = self.hparams
+        maker = SubleqBatchMaker(
+            self.spec, hp.batch_size, hp.branch_boundary_fraction, self.train_states()
+        )
+        stream = OnTheFlyBatches(maker, hp.seed, rank=rank, start_step=step_)
+        return stream_loader(stream, hp.num_workers)
+
+    def val_dataloader(self):
+        return fixed_loader(self.val_batches())
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader

@@ -1,0 +1,243 @@
+"""The SUBLEQ LightningModule: a bidirectional transformer encoder that predicts the next
+machine state, bit by bit, from the current one.
+
+The quantized accuracies (bit accuracy, exact match, per field, per branch) are the
+``QuantizedEval`` callback's job: ``validation_step`` returns ``{"pred": output}`` for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
+from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
+from lit_loops.optim import check_adamw_args
+
+LOSSES = ("l1", "l2", "huber", "bce")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "cosine_restarts", "plateau", "constant")
+
+
+class StateEncoder(nn.Module):
+    """Bit matrix in, bit matrix out: linear read-in, learned positions, the blocks (a
+    ``LoopedTransformer``: ``loops = 1`` is a plain stack), final norm, linear read-out.
+
+    ``forward(x: (B, n_tokens, d_state)) -> (B, n_tokens, d_state)``.
+    """
+
+    def __init__(self, cfg: TransformerConfig, d_state: int, n_tokens: int, loops: int) -> None:
+        super().__init__()
+        self.read_in = nn.Linear(d_state, cfg.d_model)
+        self.pos_emb = nn.Embedding(n_tokens, cfg.d_model)
+        self.body = LoopedTransformer(cfg, loops)
+        self.norm_final = nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else nn.Identity()
+        self.read_out = nn.Linear(cfg.d_model, d_state)
+        for module in (self.read_in, self.pos_emb, self.read_out):
+            Transformer._init_weights(module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.shape[1], device=x.device)
+        e = self.read_in(x) + self.pos_emb(pos)  # (B, n, D)
+        return self.read_out(self.norm_final(self.body(e)))  # (B, n, d)
+
+
+class SubleqModule(L.LightningModule):
+    """Predicts ``encode(step(state))`` from ``encode(state)``.
+
+    Args:
+        n_tokens, d_state: linked from the data (the machine's ``n`` and ``d``).
+        scale: linked from the data (None, building by hand without it, means 1.0): bits
+            are ``±scale``. The encoder reads ``x / scale`` and, for l1/l2/huber, writes
+            ``scale *`` its output, so it works in units of ``±1`` whatever the scale;
+            losses are measured in those units too. (None by default, as the other linked
+            arguments: the CLI treats a value given by hand as a conflict with the data.)
+        d_model, n_layers, n_heads, d_mlp: the encoder (pre-norm blocks, bidirectional).
+        looped: apply the ``n_layers`` blocks ``loops`` times with input injection.
+        loops: loop count when ``looped``.
+        loss: ``l1``, ``l2``, ``huber`` (on targets ``±1``) or ``bce`` (output = logits of
+            the bits).
+        changed_weight: weight of the bits of the fields a step writes (``mem[b]`` and the
+            PC); other bits weigh 1. The loss is the weighted mean over the scored bits
+            (``batch["mask"]``: not the work area).
+        optimizer: ``adamw`` (decoupled weight decay), ``adam`` (L2 penalty) or ``sgd``
+            (with ``momentum``); weight decay applies to matrices only, not biases or norms.
+        lr, betas, momentum, weight_decay: the optimizer (betas: Adam/AdamW; momentum: SGD).
+        warmup_steps: linear warmup from ``lr / warmup_steps`` to ``lr``.
+        schedule: after warmup, ``cosine`` (to 0 at the trainer's ``max_steps``),
+            ``cosine_restarts`` (cosine to 0 every ``restart_steps``, then back to ``lr``),
+            ``plateau`` (times ``plateau_factor`` when ``val/loss`` has not improved for
+            ``plateau_patience`` validations) or ``constant``.
+    """
+
+    def __init__(
+        self,
+        n_tokens: int | None = None,
+        d_state: int | None = None,
+        scale: float | None = None,
+        d_model: int = 128,
+        n_layers: int = 6,
+        n_heads: int = 4,
+        d_mlp: int = 512,
+        looped: bool = False,
+        loops: int = 4,
+        loss: str = "bce",
+        changed_weight: float = 1.0,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        momentum: float = 0.9,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        schedule: str = "cosine",
+        restart_steps: int = 2000,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 3,
+    ) -> None:
+        super().__init__()
+        for name in ("n_tokens", "d_state"):
+            value = locals()[name]
+            check(
+                value is not None,
+                name,
+                value,
+                "is set from the DataModule; pass it when building the module by hand",
+            )
+            check_positive_int(name, value)
+        scale = 1.0 if scale is None else scale
+        check_float("scale", scale, 0.0, low_inclusive=False)
+        check_int("loops", loops, min_value=1)
+        check_choice("loss", loss, LOSSES)
+        check_float("changed_weight", changed_weight, 0.0)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_adamw_args(lr, betas, weight_decay, warmup_steps)
+        check_float("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        check_choice("schedule", schedule, SCHEDULES)
+        check_positive_int("restart_steps", restart_steps)
+        check_float("plateau_factor", plateau_factor, 0.0, 1.0, False, False)
+        check_int("plateau_patience", plateau_patience, min_value=0)
+        self.save_hyperparameters()
+        # TransformerConfig validates d_model, n_layers, n_heads (divides d_model), d_mlp.
+        cfg = TransformerConfig(
+            vocab_size=d_state,  # the read-in width (the blocks do not use it)
+            max_seq_len=n_tokens,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_mlp=d_mlp,
+            causal=False,  # every token sees the whole state
+        )
+        self.scale = scale
+        self.model = StateEncoder(cfg, d_state, n_tokens, loops if looped else 1)
+        self.val_loss = torchmetrics.MeanMetric()
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n, d)`` state -> ``(B, n, d)`` next state before quantizing: values near
+        ``±scale`` (l1/l2/huber) or logits (bce); the sign decides the bit either way."""
+        y = self.model(x / self.scale)
+        return y if self.hparams.loss == "bce" else y * self.scale
+
+    def loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Weighted mean over the scored bits of the per-bit loss (see the class docs)."""
+        hp = self.hparams
+        bits = (batch["target"] > 0).to(pred.dtype)  # (B, n, d) in {0, 1}
+        if hp.loss == "bce":
+            per_bit = F.binary_cross_entropy_with_logits(pred, bits, reduction="none")
+        else:
+            unit, target = pred / self.scale, bits * 2 - 1  # in units of ±1
+            fn = {"l1": F.l1_loss, "l2": F.mse_loss, "huber": F.huber_loss}[hp.loss]
+            per_bit = fn(unit, target, reduction="none")
+        # weight = mask * (1 + (changed_weight - 1) * written): (B, n, d)
+        weight = batch["mask"] * (1 + (hp.changed_weight - 1) * batch["written"].to(pred.dtype))
+        return (per_bit * weight).sum() / weight.sum()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["input"]), batch)
+        # batch_size given: the batch's (n, d) mask would make Lightning's guess ambiguous.
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        pred = self(batch["input"])
+        B = pred.shape[0]
+        self.val_loss(self.loss(pred, batch), weight=B)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=B)
+        return {"pred": pred}  # for the QuantizedEval callback
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"input": batch["input"], "pred": self(batch["input"])}
+
+    # --- optimisation -------------------------------------------------------------------
+    def _param_groups(self) -> list[dict]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return [
+            {
+                "params": [p for p in params if p.dim() >= 2],
+                "weight_decay": self.hparams.weight_decay,
+            },
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate at ``step`` as a fraction of ``lr`` (not used by plateau)."""
+        hp = self.hparams
+        if step < hp.warmup_steps:
+            return (step + 1) / hp.warmup_steps
+        if hp.schedule == "constant":
+            return 1.0
+        t = step - hp.warmup_steps
+        if hp.schedule == "cosine":
+            total = max(1, self._max_steps() - hp.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t / total)))
+        return 0.5 * (1 + math.cos(math.pi * (t % hp.restart_steps) / hp.restart_steps))
+
+    def _max_steps(self) -> int:
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        check(
+            max_steps > 0,
+            "trainer.max_steps",
+            max_steps,
+            "must be set (> 0) for schedule='cosine', which decays to 0 at max_steps",
+        )
+        return max_steps
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self._param_groups(), lr=hp.lr, momentum=hp.momentum)
+        else:
+            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            opt = cls(self._param_groups(), lr=hp.lr, betas=tuple(hp.betas))
+        if hp.schedule != "plateau":
+            if hp.schedule == "cosine":
+                self._max_steps()  # fail now, not at the first step
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # Plateau: stepped after each validation (every val_check_interval steps); the
+        # warmup is applied in optimizer_step, since a LambdaLR would undo its reductions.
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=hp.plateau_factor, patience=hp.plateau_patience
+        )
+        every = self.trainer.val_check_interval if self._trainer is not None else 1
+        every = every if isinstance(every, int) else 1
+        config = {"scheduler": sched, "interval": "step", "frequency": every}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {**config, "monitor": "val/loss", "strict": False},
+        }
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        hp = self.hparams
+        if hp.schedule == "plateau" and self.global_step < hp.warmup_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = hp.lr * self._lr_factor(self.global_step)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
