@@ -19,8 +19,9 @@ from lit_loops.experiments.subleq.machine import (
     step,
     written_mask,
 )
-from lit_loops.experiments.subleq.module import LOSSES, OPTIMIZERS, SCHEDULES, SubleqModule
+from lit_loops.experiments.subleq.module import LOSSES, SubleqModule
 from lit_loops.nn import Block, LoopedTransformer, TransformerConfig
+from lit_loops.optim import OPTIMIZERS, SCHEDULES
 
 SPEC = MachineSpec(16, 4, 4, 4)
 

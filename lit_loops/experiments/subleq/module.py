@@ -7,8 +7,6 @@ The quantized accuracies (bit accuracy, exact match, per field, per branch) are 
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -17,11 +15,14 @@ from torch import nn
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
 from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
-from lit_loops.optim import check_adamw_args
+from lit_loops.optim import (
+    check_adamw_args,
+    check_schedule_args,
+    configure_optimizer,
+    warmup_lr,
+)
 
 LOSSES = ("l1", "l2", "huber", "bce")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "cosine_restarts", "plateau", "constant")
 
 
 class StateEncoder(nn.Module):
@@ -114,13 +115,10 @@ class SubleqModule(L.LightningModule):
         check_int("loops", loops, min_value=1)
         check_choice("loss", loss, LOSSES)
         check_float("changed_weight", changed_weight, 0.0)
-        check_choice("optimizer", optimizer, OPTIMIZERS)
         check_adamw_args(lr, betas, weight_decay, warmup_steps)
-        check_float("momentum", momentum, 0.0, 1.0, high_inclusive=False)
-        check_choice("schedule", schedule, SCHEDULES)
-        check_positive_int("restart_steps", restart_steps)
-        check_float("plateau_factor", plateau_factor, 0.0, 1.0, False, False)
-        check_int("plateau_patience", plateau_patience, min_value=0)
+        check_schedule_args(
+            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
+        )
         self.save_hyperparameters()
         # TransformerConfig validates d_model, n_layers, n_heads (divides d_model), d_mlp.
         cfg = TransformerConfig(
@@ -176,68 +174,28 @@ class SubleqModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {"input": batch["input"], "pred": self(batch["input"])}
 
-    # --- optimisation -------------------------------------------------------------------
-    def _param_groups(self) -> list[dict]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return [
-            {
-                "params": [p for p in params if p.dim() >= 2],
-                "weight_decay": self.hparams.weight_decay,
-            },
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-
-    def _lr_factor(self, step: int) -> float:
-        """The learning rate at ``step`` as a fraction of ``lr`` (not used by plateau)."""
-        hp = self.hparams
-        if step < hp.warmup_steps:
-            return (step + 1) / hp.warmup_steps
-        if hp.schedule == "constant":
-            return 1.0
-        t = step - hp.warmup_steps
-        if hp.schedule == "cosine":
-            total = max(1, self._max_steps() - hp.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, t / total)))
-        return 0.5 * (1 + math.cos(math.pi * (t % hp.restart_steps) / hp.restart_steps))
-
-    def _max_steps(self) -> int:
-        max_steps = self.trainer.max_steps if self._trainer is not None else -1
-        check(
-            max_steps > 0,
-            "trainer.max_steps",
-            max_steps,
-            "must be set (> 0) for schedule='cosine', which decays to 0 at max_steps",
-        )
-        return max_steps
-
+    # --- optimisation: the recipe lives in lit_loops.optim ------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self._param_groups(), lr=hp.lr, momentum=hp.momentum)
-        else:
-            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-            opt = cls(self._param_groups(), lr=hp.lr, betas=tuple(hp.betas))
-        if hp.schedule != "plateau":
-            if hp.schedule == "cosine":
-                self._max_steps()  # fail now, not at the first step
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        # Plateau: stepped after each validation (every val_check_interval steps); the
-        # warmup is applied in optimizer_step, since a LambdaLR would undo its reductions.
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=hp.plateau_factor, patience=hp.plateau_patience
+        trainer = self._trainer
+        every = trainer.val_check_interval if trainer is not None else 1
+        return configure_optimizer(
+            self.model,
+            hp.optimizer,
+            hp.lr,
+            hp.betas,
+            hp.weight_decay,
+            hp.momentum,
+            schedule=hp.schedule,
+            warmup_steps=hp.warmup_steps,
+            max_steps=trainer.max_steps if trainer is not None else -1,
+            restart_steps=hp.restart_steps,
+            plateau_factor=hp.plateau_factor,
+            plateau_patience=hp.plateau_patience,
+            val_every=every if isinstance(every, int) else 1,
         )
-        every = self.trainer.val_check_interval if self._trainer is not None else 1
-        every = every if isinstance(every, int) else 1
-        config = {"scheduler": sched, "interval": "step", "frequency": every}
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {**config, "monitor": "val/loss", "strict": False},
-        }
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        hp = self.hparams
-        if hp.schedule == "plateau" and self.global_step < hp.warmup_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = hp.lr * self._lr_factor(self.global_step)
+        if self.hparams.schedule == "plateau":  # its scheduler owns the lr after warmup
+            warmup_lr(optimizer, self.global_step, self.hparams.lr, self.hparams.warmup_steps)
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
