@@ -70,3 +70,21 @@ def test_the_rollout_script_traces_a_program_through_a_checkpoint(in_tmp):
     assert "step | simulator PC mem | model PC mem" in out
     assert out.splitlines()[2].startswith("   0 |")  # step 0 is the input, the same on both sides
     assert "differs" not in out.splitlines()[2]
+
+
+def test_rollout_eval_logs_whole_program_accuracy(in_tmp):
+    import lightning as L
+
+    from lit_loops.experiments.subleq import SubleqDataModule, SubleqModule
+    from lit_loops.experiments.subleq.rollout import RolloutEval
+
+    dm = SubleqDataModule(val_size=64)
+    module = SubleqModule(**dm.model_args(), d_model=16, n_layers=1, d_mlp=16, n_heads=2)
+    trainer = L.Trainer(callbacks=[RolloutEval(random_programs=32)], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    untrained = trainer.validate(module, dm)[0]
+    assert untrained["val/rollout_exact"] == 0.0 and untrained["val/rollout_divergence"] == 1.0
+    module.forward = simulator_as_model  # a perfect model
+    perfect = trainer.validate(module, dm)[0]
+    assert perfect["val/rollout_exact"] == 1.0 and perfect["val/rollout_exact_random"] == 1.0
+    assert perfect["val/rollout_divergence"] == 0.0

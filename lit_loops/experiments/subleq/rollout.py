@@ -13,9 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
-from lit_loops.experiments.subleq.machine import MachineSpec, State, encode, loss_mask, run
+from lit_loops.checks import check_int
+from lit_loops.experiments.subleq.assembler import programs_that_fit
+from lit_loops.experiments.subleq.machine import (
+    MachineSpec,
+    State,
+    encode,
+    loss_mask,
+    random_states,
+    run,
+)
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # (B, n, d) -> (B, n, d) raw model output
 
@@ -59,3 +70,58 @@ def rollout(
         wrong = (((x > 0) != (encode(spec, sim[t]) > 0)) & mask).flatten(1).any(1)  # (B,)
         first = torch.where((first == 0) & wrong, torch.full_like(first, t), first)
     return RolloutResult(first == 0, first, trace.steps, model_states, sim)
+
+
+class RolloutEval(Callback):
+    """Logs, after every validation, how well the model runs whole programs when looped:
+
+    * ``val/rollout_exact``: fraction of the program library (``programs_that_fit`` the
+      DataModule's machine, up to ``max_inputs`` inputs each, drawn once) rolled out exactly;
+    * ``val/rollout_exact_random``: the same for ``random_programs`` random states run
+      ``steps`` steps;
+    * ``val/rollout_divergence``: mean first divergence step of the wrong random rollouts
+      (0 when all are exact).
+
+    The evaluation sets are drawn once from ``seed`` (the same at every validation and on
+    every rank). Needs a DataModule with a ``spec`` (``SubleqDataModule``).
+    """
+
+    def __init__(
+        self, random_programs: int = 256, steps: int = 16, max_inputs: int = 64, seed: int = 0
+    ) -> None:
+        check_int("random_programs", random_programs, min_value=1)
+        check_int("steps", steps, min_value=1)
+        check_int("max_inputs", max_inputs, min_value=1)
+        self.random_programs = random_programs
+        self.steps = steps
+        self.max_inputs = max_inputs
+        self.seed = seed
+        self._sets: list[tuple[State, int]] | None = None  # (library states, max steps) per program
+        self._random: State | None = None
+
+    def _draw(self, spec: MachineSpec) -> None:
+        g = torch.Generator().manual_seed(self.seed)
+        self._sets = []
+        for prog in programs_that_fit(spec).values():
+            grid = prog.input_grid(spec.N)
+            if len(next(iter(grid.values()))) > self.max_inputs:
+                grid = prog.sample_inputs(spec.N, self.max_inputs, g)
+            self._sets.append((prog.assemble(spec).initial_state(grid), prog.max_steps(spec.N)))
+        self._random = random_states(spec, self.random_programs, g)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        spec = trainer.datamodule.spec
+        if self._sets is None:
+            self._draw(spec)
+        device = pl_module.device
+        exact = [rollout(pl_module, spec, s.to(device), t).exact for s, t in self._sets]
+        random = rollout(pl_module, spec, self._random.to(device), self.steps)
+        wrong = random.first_divergence[~random.exact].float()
+        kw = dict(on_step=False, on_epoch=True, sync_dist=True)
+        pl_module.log("val/rollout_exact", torch.cat(exact).float().mean(), **kw)
+        pl_module.log("val/rollout_exact_random", random.exact.float().mean(), **kw)
+        pl_module.log(
+            "val/rollout_divergence", wrong.mean() if len(wrong) else wrong.new_zeros(()), **kw
+        )
