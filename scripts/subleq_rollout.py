@@ -56,9 +56,9 @@ def main() -> None:
         name, *assignments = args.trace
         program = library[name].assemble(spec)
         values = {k: int(v) for k, v in (a.split("=") for a in assignments)}
-        result = rollout(
-            module, spec, program.initial_state(values), library[name].max_steps(spec.N)
-        )
+        steps = library[name].max_steps(spec.N)
+        state = program.initial_state(values)
+        result = rollout(module, spec, state, steps, stop_when_all_wrong=False)  # whole trace
         verdict = (
             "exact"
             if bool(result.exact[0])

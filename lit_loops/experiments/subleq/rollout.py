@@ -53,8 +53,18 @@ class RolloutResult:
 
 @torch.no_grad()
 def rollout(
-    predict: Predict, spec: MachineSpec, state: State, max_steps: int, eps: float = 0.0
+    predict: Predict,
+    spec: MachineSpec,
+    state: State,
+    max_steps: int,
+    eps: float = 0.0,
+    stop_when_all_wrong: bool = True,
 ) -> RolloutResult:
+    """Roll ``state`` out for up to ``max_steps`` steps through ``predict`` and the simulator.
+
+    With ``stop_when_all_wrong`` the loop ends once every element has diverged (the
+    verdicts cannot change); ``model_states`` is then shorter than ``simulator_states``.
+    """
     trace = run(spec, state, max_steps)
     sim = list(trace.states)
     if len(sim) - 1 < max_steps:  # everything halted early: check one step at the fixed point
@@ -69,6 +79,8 @@ def rollout(
         model_states.append(x)
         wrong = (((x > 0) != (encode(spec, sim[t]) > 0)) & mask).flatten(1).any(1)  # (B,)
         first = torch.where((first == 0) & wrong, torch.full_like(first, t), first)
+        if stop_when_all_wrong and bool((first > 0).all()):
+            break
     return RolloutResult(first == 0, first, trace.steps, model_states, sim)
 
 
