@@ -394,3 +394,38 @@ def test_subleq_training_loss_falls():
     first, last = losses[0], sum(losses[-10:]) / 10
     assert first == pytest.approx(math.log(2), abs=0.05)  # bce at init: chance
     assert last < first / 2, (first, last)
+
+
+def test_program_trace_states_are_states_the_library_passes_through():
+    from lit_loops.experiments.subleq import MachineSpec, State, programs_that_fit, run
+    from lit_loops.experiments.subleq.data import program_trace_states
+
+    spec = MachineSpec()
+    pool = program_trace_states(spec, max_inputs=256)  # add's whole grid (16 x 16 inputs)
+    add = programs_that_fit(spec)["add"]
+    start = add.assemble(spec).initial_state({"A": 2, "B": 3})
+    trace = run(spec, start, add.max_steps(spec.N))
+    for state in trace.states[: int(trace.steps[0]) + 1]:  # every state of this run is in the pool
+        assert bool(pool.equal(State.cat([state] * pool.batch_size)).any())
+
+
+def test_trace_fraction_mixes_real_program_states_into_training_batches():
+    from lit_loops.experiments.subleq.data import program_trace_states
+
+    dm = SubleqDataModule(trace_fraction=1.0, batch_size=32)
+    batch = next(iter(dm.train_dataloader()))
+    pool = encode(dm.spec, program_trace_states(dm.spec, seed=0))  # (K, n, d)
+    matches = (batch["input"][:, None] == pool[None]).flatten(2).all(-1).any(-1)  # (B,)
+    assert bool(matches.all())
+    assert not bool(
+        (
+            next(iter(SubleqDataModule(batch_size=32).train_dataloader()))["input"][:, None]
+            == pool[None]
+        )
+        .flatten(2)
+        .all(-1)
+        .any(-1)
+        .all()
+    )  # without it, random states (almost never all from traces)
+    with pytest.raises(ValueError, match="trace_fraction=1.5 is invalid"):
+        SubleqDataModule(trace_fraction=1.5)

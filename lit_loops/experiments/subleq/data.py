@@ -22,6 +22,7 @@ import torch
 
 from lit_loops.checks import check_float, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.experiments.subleq.assembler import programs_that_fit
 from lit_loops.experiments.subleq.machine import (
     MachineSpec,
     State,
@@ -29,6 +30,7 @@ from lit_loops.experiments.subleq.machine import (
     encode,
     loss_mask,
     random_states,
+    run,
     step,
     written_mask,
 )
@@ -59,9 +61,27 @@ def make_batch(spec: MachineSpec, state: State) -> dict:
     }
 
 
+def program_trace_states(spec: MachineSpec, max_inputs: int = 256, seed: int = 0) -> State:
+    """Every state that the library's programs pass through on the simulator: each program
+    that fits ``spec``, on every valid input (a sample of ``max_inputs`` beyond that), from
+    its first state to its halt. Returns one batch ``(K, ...)``."""
+    g = torch.Generator().manual_seed(seed)
+    pool = []
+    for prog in programs_that_fit(spec).values():
+        grid = prog.input_grid(spec.N)
+        if len(next(iter(grid.values()))) > max_inputs:
+            grid = prog.sample_inputs(spec.N, max_inputs, g)
+        trace = run(spec, prog.assemble(spec).initial_state(grid), prog.max_steps(spec.N))
+        for t, state in enumerate(trace.states):
+            pool.append(state[trace.steps >= t])  # reached by a real step (no halt repeats)
+    return State.cat(pool)
+
+
 class SubleqBatchMaker:
     """Draws a training batch: fresh random states, or a uniform sample (with replacement)
-    of a fixed training set. Picklable, so dataloader workers can use it."""
+    of a fixed training set; then, in a ``trace_fraction`` of the rows (each independently),
+    a state sampled from ``trace_states`` (real program traces). Picklable, so dataloader
+    workers can use it."""
 
     def __init__(
         self,
@@ -69,11 +89,15 @@ class SubleqBatchMaker:
         batch_size: int,
         branch_boundary_fraction: float = 0.0,
         train_states: State | None = None,
+        trace_states: State | None = None,
+        trace_fraction: float = 0.0,
     ) -> None:
         self.spec = spec
         self.batch_size = batch_size
         self.branch_boundary_fraction = branch_boundary_fraction
         self.train_states = train_states
+        self.trace_states = trace_states
+        self.trace_fraction = trace_fraction
 
     def __call__(self, g: torch.Generator) -> dict:
         if self.train_states is None:
@@ -81,6 +105,11 @@ class SubleqBatchMaker:
         else:
             idx = torch.randint(self.train_states.batch_size, (self.batch_size,), generator=g)
             state = self.train_states[idx]
+        if self.trace_states is not None and self.trace_fraction > 0:
+            rows = torch.rand(self.batch_size, generator=g) < self.trace_fraction  # (B,)
+            pick = torch.randint(self.trace_states.batch_size, (int(rows.sum()),), generator=g)
+            real = self.trace_states[pick]
+            state.mem[rows], state.inst[rows], state.pc[rows] = real.mem, real.inst, real.pc
         return make_batch(self.spec, state)
 
 
@@ -98,6 +127,8 @@ class SubleqDataModule(L.LightningDataModule):
             boundary (``mem[b] - mem[a]`` in {-1, 0, 1}), see ``random_states``.
         train_size: 0 draws fresh states every step; > 0 draws a fixed training set of
             that many states once from ``seed`` and samples it uniformly every step.
+        trace_fraction: fraction of the training states taken instead from real program
+            traces (``program_trace_states``: the library's programs on the simulator).
         seed: seed of the training stream (with the rank and step) and training set.
         val_seed: seed of the validation set.
         num_workers: dataloader worker processes for the training stream.
@@ -115,6 +146,7 @@ class SubleqDataModule(L.LightningDataModule):
         val_batch_size: int = 1024,
         branch_boundary_fraction: float = 0.0,
         train_size: int = 0,
+        trace_fraction: float = 0.0,
         seed: int = 0,
         val_seed: int = 12345,
         num_workers: int = 0,
@@ -126,6 +158,7 @@ class SubleqDataModule(L.LightningDataModule):
         check_positive_int("val_batch_size", val_batch_size)
         check_float("branch_boundary_fraction", branch_boundary_fraction, 0.0, 1.0)
         check_int("train_size", train_size, min_value=0)
+        check_float("trace_fraction", trace_fraction, 0.0, 1.0)
         check_int("seed", seed)
         check_int("val_seed", val_seed)
         check_int("num_workers", num_workers, min_value=0)
@@ -162,8 +195,14 @@ class SubleqDataModule(L.LightningDataModule):
     def train_dataloader(self):
         rank, step_ = trainer_rank_and_step(self)
         hp = self.hparams
+        traces = program_trace_states(self.spec, seed=hp.seed) if hp.trace_fraction > 0 else None
         maker = SubleqBatchMaker(
-            self.spec, hp.batch_size, hp.branch_boundary_fraction, self.train_states()
+            self.spec,
+            hp.batch_size,
+            hp.branch_boundary_fraction,
+            self.train_states(),
+            trace_states=traces,
+            trace_fraction=hp.trace_fraction,
         )
         stream = OnTheFlyBatches(maker, hp.seed, rank=rank, start_step=step_)
         return stream_loader(stream, hp.num_workers)
