@@ -77,3 +77,15 @@ def is_prime(n: int) -> bool:
     if n % 2 == 0:
         return n == 2
     return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
+
+
+def check_data_decided(**values: Any) -> None:
+    """Sizes the CLI fills in from the DataModule's ``model_args()``: set and positive."""
+    for name, value in values.items():
+        check(
+            value is not None,
+            name,
+            value,
+            "is set from the DataModule; pass it when building the module by hand",
+        )
+        check_positive_int(name, value)

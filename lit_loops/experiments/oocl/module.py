@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lit_loops.checks import check, check_float, check_int, check_positive_int
+from lit_loops.checks import check, check_data_decided, check_float, check_int
 from lit_loops.experiments.oocl.data import ANSWER_FROM, PARTS, TABLES
 from lit_loops.nn import Transformer, TransformerConfig
 from lit_loops.optim import adamw_with_warmup, check_adamw_args
@@ -51,15 +51,7 @@ class OOCLModule(L.LightningModule):
         warmup_steps: int = 10,
     ) -> None:
         super().__init__()
-        for name in ("vocab_size", "seq_len"):
-            value = locals()[name]
-            check(
-                value is not None,
-                name,
-                value,
-                "is set from the DataModule; pass it when building the module by hand",
-            )
-            check_positive_int(name, value)
+        check_data_decided(vocab_size=vocab_size, seq_len=seq_len)
         for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
             check_float(name, k, 0.0)
         check(k1 + k2 + k3 > 0, "k1, k2, k3", (k1, k2, k3), "at least one must be positive")

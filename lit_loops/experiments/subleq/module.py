@@ -13,7 +13,12 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
+from lit_loops.checks import (
+    check_choice,
+    check_data_decided,
+    check_float,
+    check_int,
+)
 from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
 from lit_loops.optim import (
     check_adamw_args,
@@ -101,15 +106,7 @@ class SubleqModule(L.LightningModule):
         plateau_patience: int = 3,
     ) -> None:
         super().__init__()
-        for name in ("n_tokens", "d_state"):
-            value = locals()[name]
-            check(
-                value is not None,
-                name,
-                value,
-                "is set from the DataModule; pass it when building the module by hand",
-            )
-            check_positive_int(name, value)
+        check_data_decided(n_tokens=n_tokens, d_state=d_state)
         scale = 1.0 if scale is None else scale
         check_float("scale", scale, 0.0, low_inclusive=False)
         check_int("loops", loops, min_value=1)
