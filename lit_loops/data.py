@@ -1,7 +1,8 @@
 """On-the-fly batch streams shared by every experiment.
 
 A training stream yields whole batches made by a ``BatchMaker`` (a picklable callable
-``make(generator) -> batch`` that uses vectorised torch ops). Each batch gets its own
+``make(generator, step) -> batch`` that uses vectorised torch ops; ``step`` is the batch's
+global index, for curricula that change with it). Each batch gets its own
 ``torch.Generator`` seeded from ``(seed, rank, step)``:
 
 * ``step`` is the global index of the batch in the run, so dataloader worker ``w`` of
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-BatchMaker = Callable[[torch.Generator], Any]
+BatchMaker = Callable[[torch.Generator, int], Any]
 
 
 def batch_seed(seed: int, rank: int, step: int) -> int:
@@ -50,7 +51,7 @@ class OnTheFlyBatches(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         step = self.start_step + worker
         while True:
-            yield self.make_batch(generator_for(self.seed, self.rank, step))
+            yield self.make_batch(generator_for(self.seed, self.rank, step), step)
             step += num_workers
 
 

@@ -3,7 +3,7 @@ import torch
 from lit_loops.data import OnTheFlyBatches, batch_seed, stream_loader
 
 
-def make(g: torch.Generator) -> torch.Tensor:
+def make(g: torch.Generator, step: int) -> torch.Tensor:
     return torch.randint(1_000_000, (4,), generator=g)
 
 

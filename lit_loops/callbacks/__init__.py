@@ -1,12 +1,20 @@
 """Callbacks shared by all experiments; each works with any LightningModule.
 
 ``RunName`` (run names and folders), ``RestoreBestWeights`` (best weights back at the end
-of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored). Planned next to these:
-``curriculum.py`` (phase mixing over steps).
+of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``CurriculumLog`` and
+its ``PhaseSchedule`` (phase mixing over steps).
 """
 
+from lit_loops.callbacks.curriculum import CurriculumLog, PhaseSchedule
 from lit_loops.callbacks.quantize import QuantizedEval
 from lit_loops.callbacks.restore_best import RestoreBestWeights
 from lit_loops.callbacks.run_name import RunName, find_run_name
 
-__all__ = ["QuantizedEval", "RestoreBestWeights", "RunName", "find_run_name"]
+__all__ = [
+    "CurriculumLog",
+    "PhaseSchedule",
+    "QuantizedEval",
+    "RestoreBestWeights",
+    "RunName",
+    "find_run_name",
+]

@@ -116,7 +116,7 @@ class OOCLBatchMaker:
         self.train_examples = train_examples
         self.batch_size = batch_size
 
-    def __call__(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def __call__(self, g: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
         batch = {}
         for part, examples in self.train_examples.items():
             idx = torch.randint(len(examples), (self.batch_size,), generator=g)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.checks import check_float, check_int, check_positive_int
+from lit_loops.callbacks.curriculum import PhaseSchedule
+from lit_loops.checks import check_choice, check_float, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 from lit_loops.experiments.subleq.assembler import programs_that_fit
 from lit_loops.experiments.subleq.machine import (
@@ -46,11 +47,26 @@ def field_masks(spec: MachineSpec) -> dict[str, torch.Tensor]:
     return {"memory": memory, "pc": pc}
 
 
-def make_batch(spec: MachineSpec, state: State) -> dict:
-    """One batch (see the module docstring) from a batch of states, all vectorised."""
+TASKS = ("copy", "pc", "step")  # the curriculum's tasks, easiest first
+
+
+def make_batch(spec: MachineSpec, state: State, task: torch.Tensor | None = None) -> dict:
+    """One batch (see the module docstring) from a batch of states, all vectorised.
+
+    ``task`` (B,) long indexes ``TASKS`` per sample: ``copy`` (target = input), ``pc``
+    (only the PC moves), ``step`` (the full step, the default for every sample).
+    """
     nxt = step(spec, state)
     rows = torch.arange(state.batch_size, device=state.pc.device)
     b = current_instruction(spec, state)[:, 1]  # (B,) absolute token of b
+    if task is not None:  # easier targets for the curriculum's early phases
+        full = task == TASKS.index("step")
+        moves = full | (task == TASKS.index("pc"))
+        nxt = State(
+            torch.where(full[:, None], nxt.mem, state.mem),
+            state.inst,
+            torch.where(moves, nxt.pc, state.pc),
+        )
     return {
         "input": encode(spec, state),
         "target": encode(spec, nxt),
@@ -91,15 +107,17 @@ class SubleqBatchMaker:
         train_states: State | None = None,
         trace_states: State | None = None,
         trace_fraction: float = 0.0,
+        curriculum: PhaseSchedule | None = None,
     ) -> None:
         self.spec = spec
+        self.curriculum = curriculum
         self.batch_size = batch_size
         self.branch_boundary_fraction = branch_boundary_fraction
         self.train_states = train_states
         self.trace_states = trace_states
         self.trace_fraction = trace_fraction
 
-    def __call__(self, g: torch.Generator) -> dict:
+    def __call__(self, g: torch.Generator, step: int = 0) -> dict:
         if self.train_states is None:
             state = random_states(self.spec, self.batch_size, g, self.branch_boundary_fraction)
         else:
@@ -110,7 +128,12 @@ class SubleqBatchMaker:
             pick = torch.randint(self.trace_states.batch_size, (int(rows.sum()),), generator=g)
             real = self.trace_states[pick]
             state.mem[rows], state.inst[rows], state.pc[rows] = real.mem, real.inst, real.pc
-        return make_batch(self.spec, state)
+        task = None
+        if self.curriculum is not None:  # phase names are TASKS entries
+            phase = self.curriculum.sample(step, self.batch_size, g)  # (B,) index into names
+            lookup = torch.tensor([TASKS.index(name) for name in self.curriculum.names])
+            task = lookup[phase]
+        return make_batch(self.spec, state, task)
 
 
 class SubleqDataModule(L.LightningDataModule):
@@ -129,6 +152,11 @@ class SubleqDataModule(L.LightningDataModule):
             that many states once from ``seed`` and samples it uniformly every step.
         trace_fraction: fraction of the training states taken instead from real program
             traces (``program_trace_states``: the library's programs on the simulator).
+        tasks, phase_steps, transition, transition_steps: the task curriculum, a
+            ``PhaseSchedule`` over ``tasks`` (names from ``TASKS``: ``copy`` the input ->
+            move only the ``pc`` -> the full ``step``); ``phase_steps`` are the lengths of
+            all phases but the last. The default, ``["step"]``, is no curriculum. The mix
+            is logged by ``CurriculumLog``. Validation is always the full step.
         seed: seed of the training stream (with the rank and step) and training set.
         val_seed: seed of the validation set.
         num_workers: dataloader worker processes for the training stream.
@@ -147,6 +175,10 @@ class SubleqDataModule(L.LightningDataModule):
         branch_boundary_fraction: float = 0.0,
         train_size: int = 0,
         trace_fraction: float = 0.0,
+        tasks: list[str] | None = None,
+        phase_steps: list[int] | None = None,
+        transition: str = "linear",
+        transition_steps: int = 0,
         seed: int = 0,
         val_seed: int = 12345,
         num_workers: int = 0,
@@ -159,6 +191,15 @@ class SubleqDataModule(L.LightningDataModule):
         check_float("branch_boundary_fraction", branch_boundary_fraction, 0.0, 1.0)
         check_int("train_size", train_size, min_value=0)
         check_float("trace_fraction", trace_fraction, 0.0, 1.0)
+        tasks = list(tasks) if tasks is not None else ["step"]
+        for task in tasks:
+            check_choice("tasks", task, TASKS)
+        # None without a curriculum, so the batch maker skips it.
+        self.curriculum = (
+            PhaseSchedule(tasks, list(phase_steps or []), transition, transition_steps)
+            if tasks != ["step"]
+            else None
+        )
         check_int("seed", seed)
         check_int("val_seed", val_seed)
         check_int("num_workers", num_workers, min_value=0)
@@ -203,6 +244,7 @@ class SubleqDataModule(L.LightningDataModule):
             self.train_states(),
             trace_states=traces,
             trace_fraction=hp.trace_fraction,
+            curriculum=self.curriculum,
         )
         stream = OnTheFlyBatches(maker, hp.seed, rank=rank, start_step=step_)
         return stream_loader(stream, hp.num_workers)

@@ -1,0 +1,101 @@
+"""Curriculum phase mixing: which share of each training batch comes from each phase.
+
+``PhaseSchedule`` is plain and picklable: a DataModule hands it to its batch maker, which
+draws every sample's phase from ``mix(step)`` with the batch's own generator. The mix is
+a function of the global step alone, so dataloader workers, ranks and resumed runs all
+agree without any state to pass around. ``CurriculumLog`` only logs the current mix.
+
+The phases follow each other: phase ``k`` starts at ``sum(phase_steps[:k])``. With
+``transition="jump"`` the mix switches at once; with ``"linear"`` (the default) it moves
+linearly from phase ``k`` to ``k+1`` over ``transition_steps`` steps centred on the
+boundary, so the two overlap.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lit_loops.checks import check, check_choice, check_int
+
+
+class PhaseSchedule:
+    """Mix of ``len(names)`` phases over training steps.
+
+    Args:
+        names: the phases, in order.
+        phase_steps: the length of every phase but the last (which runs on), in steps.
+        transition: ``linear`` (overlapping, the default) or ``jump``.
+        transition_steps: width of each linear transition (ignored for ``jump``).
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        phase_steps: list[int],
+        transition: str = "linear",
+        transition_steps: int = 0,
+    ) -> None:
+        check(len(names) >= 1, "names", names, "must name at least one phase")
+        check(
+            len(phase_steps) == len(names) - 1,
+            "phase_steps",
+            phase_steps,
+            f"must give the length of every phase but the last: {len(names) - 1} numbers",
+        )
+        for length in phase_steps:
+            check_int("phase_steps", length, min_value=1)
+        check_choice("transition", transition, ("linear", "jump"))
+        check_int("transition_steps", transition_steps, min_value=0)
+        if transition == "linear" and phase_steps:
+            check(
+                transition_steps <= min(phase_steps),
+                "transition_steps",
+                transition_steps,
+                f"must not exceed the shortest phase ({min(phase_steps)} steps)",
+            )
+        self.names = list(names)
+        self.boundaries = [sum(phase_steps[: k + 1]) for k in range(len(phase_steps))]
+        self.width = transition_steps if transition == "linear" else 0
+
+    def position(self, step: int) -> float:
+        """A continuous phase index: ``k`` inside phase ``k``, fractional in a transition."""
+        if self.width == 0:
+            return float(sum(step >= b for b in self.boundaries))
+        return sum(
+            min(1.0, max(0.0, (step - b + self.width / 2) / self.width)) for b in self.boundaries
+        )
+
+    def mix(self, step: int) -> torch.Tensor:
+        """``(P,)`` probabilities of the phases at ``step``."""
+        pos = self.position(step)
+        k = min(int(pos), len(self.names) - 1)
+        frac = pos - k
+        mix = torch.zeros(len(self.names))
+        mix[k] = 1.0 - frac
+        if frac > 0:
+            mix[k + 1] = frac
+        return mix
+
+    def sample(self, step: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``(n,)`` long: a phase for each of ``n`` samples, drawn from ``mix(step)``."""
+        cumulative = self.mix(step).cumsum(0)
+        u = torch.rand(n, generator=generator) * cumulative[-1]
+        return torch.searchsorted(cumulative, u, right=True).clamp(max=len(self.names) - 1)
+
+
+class CurriculumLog(Callback):
+    """Logs ``curriculum/<phase>`` (the share of each phase) at every training step, from
+    the DataModule's ``curriculum`` (a ``PhaseSchedule``; nothing is logged without one)."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
+        schedule = getattr(trainer.datamodule, "curriculum", None)
+        if schedule is None:
+            return
+        for name, share in zip(
+            schedule.names, schedule.mix(trainer.global_step).tolist(), strict=True
+        ):
+            pl_module.log(f"curriculum/{name}", share, on_step=True, on_epoch=False)
