@@ -13,7 +13,7 @@ BIN     = $(VENV)/bin
 $(BIN)/lit-loops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,baselines]"
 	touch $@
 
 install: $(BIN)/lit-loops

@@ -150,3 +150,35 @@ def adamw_with_warmup(
     return configure_optimizer(
         model, "adamw", lr, betas, weight_decay, schedule="constant", warmup_steps=warmup_steps
     )
+
+
+class OptimizerFromHparams:
+    """LightningModule mixin: ``configure_optimizers`` from the module's ``hparams``
+    (optimizer, lr, betas, weight_decay, momentum, schedule, warmup_steps, restart_steps,
+    plateau_factor, plateau_patience) applied to ``self.model``, and the hand warmup for
+    ``plateau``. One recipe for every experiment that exposes these arguments."""
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        trainer = self._trainer
+        every = trainer.val_check_interval if trainer is not None else 1
+        return configure_optimizer(
+            self.model,
+            hp.optimizer,
+            hp.lr,
+            hp.betas,
+            hp.weight_decay,
+            hp.momentum,
+            schedule=hp.schedule,
+            warmup_steps=hp.warmup_steps,
+            max_steps=trainer.max_steps if trainer is not None else -1,
+            restart_steps=hp.restart_steps,
+            plateau_factor=hp.plateau_factor,
+            plateau_patience=hp.plateau_patience,
+            val_every=every if isinstance(every, int) else 1,
+        )
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        if self.hparams.schedule == "plateau":  # its scheduler owns the lr after warmup
+            warmup_lr(optimizer, self.global_step, self.hparams.lr, self.hparams.warmup_steps)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

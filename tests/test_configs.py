@@ -67,6 +67,9 @@ def test_config_runs_with_fast_dev_run(in_tmp, stack):
 
 
 def test_there_is_a_cpu_and_a_paper_config_per_experiment():
+    """``cpu.yaml`` and ``paper.yaml``, or named variants of them (``cpu_<task>_<model>``)."""
     for folder in CONFIGS.iterdir():
         if folder.is_dir() and folder.name not in SKIP_DIRS:
-            assert (folder / "cpu.yaml").exists() and (folder / "paper.yaml").exists(), folder
+            bases = [p.name for p in folder.glob("*.yaml") if is_base(p)]
+            assert any(name.startswith("cpu") for name in bases), folder
+            assert any(name.startswith("paper") for name in bases), folder

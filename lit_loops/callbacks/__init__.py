@@ -2,19 +2,21 @@
 
 ``RunName`` (run names and folders), ``RestoreBestWeights`` (best weights back at the end
 of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``CurriculumLog`` and
-its ``PhaseSchedule`` (phase mixing over steps).
+its ``PhaseSchedule`` (phase mixing over steps) and ``StepSchedule`` (a growing integer).
 """
 
-from lit_loops.callbacks.curriculum import CurriculumLog, PhaseSchedule
+from lit_loops.callbacks.curriculum import Curricula, CurriculumLog, PhaseSchedule, StepSchedule
 from lit_loops.callbacks.quantize import QuantizedEval
 from lit_loops.callbacks.restore_best import RestoreBestWeights
 from lit_loops.callbacks.run_name import RunName, find_run_name
 
 __all__ = [
+    "Curricula",
     "CurriculumLog",
     "PhaseSchedule",
     "QuantizedEval",
     "RestoreBestWeights",
     "RunName",
+    "StepSchedule",
     "find_run_name",
 ]

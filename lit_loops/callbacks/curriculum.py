@@ -3,7 +3,14 @@
 ``PhaseSchedule`` is plain and picklable: a DataModule hands it to its batch maker, which
 draws every sample's phase from ``mix(step)`` with the batch's own generator. The mix is
 a function of the global step alone, so dataloader workers, ranks and resumed runs all
-agree without any state to pass around. ``CurriculumLog`` only logs the current mix.
+agree without any state to pass around. ``CurriculumLog`` only logs the current values.
+
+``StepSchedule`` is the other kind of curriculum: one integer (a dimension, a prompt
+length, a loop count) that grows from ``start`` by ``increment`` every ``every`` steps up
+to ``end``, as in Garg et al.'s in-context learning curriculum. It too is a function of
+the step alone.
+
+Anything with ``current(step) -> dict[str, float]`` is a curriculum to ``CurriculumLog``.
 
 The phases follow each other: phase ``k`` starts at ``sum(phase_steps[:k])``. With
 ``transition="jump"`` the mix switches at once; with ``"linear"`` (the default) it moves
@@ -78,6 +85,9 @@ class PhaseSchedule:
             mix[k + 1] = frac
         return mix
 
+    def current(self, step: int) -> dict[str, float]:
+        return dict(zip(self.names, self.mix(step).tolist(), strict=True))
+
     def sample(self, step: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``(n,)`` long: a phase for each of ``n`` samples, drawn from ``mix(step)``."""
         cumulative = self.mix(step).cumsum(0)
@@ -85,17 +95,53 @@ class PhaseSchedule:
         return torch.searchsorted(cumulative, u, right=True).clamp(max=len(self.names) - 1)
 
 
+class StepSchedule:
+    """An integer that grows in steps: ``min(end, start + increment * (step // every))``.
+
+    ``start == end`` (or ``increment == 0``) is a constant: no curriculum.
+    """
+
+    def __init__(self, name: str, start: int, end: int, increment: int, every: int) -> None:
+        check_int(f"{name}_start", start, min_value=1)
+        check_int(name, end, min_value=1)
+        check(start <= end, f"{name}_start", start, f"must not exceed the final value {end}")
+        check_int(f"{name}_increment", increment, min_value=0)
+        check_int(f"{name}_every", every, min_value=1)
+        self.name, self.start, self.end = name, start, end
+        self.increment, self.every = increment, every
+
+    def value(self, step: int) -> int:
+        return min(self.end, self.start + self.increment * (step // self.every))
+
+    def current(self, step: int) -> dict[str, float]:
+        return {self.name: float(self.value(step))}
+
+
 class CurriculumLog(Callback):
-    """Logs ``curriculum/<phase>`` (the share of each phase) at every training step, from
-    the DataModule's ``curriculum`` (a ``PhaseSchedule``; nothing is logged without one)."""
+    """Logs ``curriculum/<name>`` at every training step from the ``curriculum`` of the
+    DataModule and of the LightningModule, where they have one: an object with
+    ``current(step) -> {name: value}`` (a ``PhaseSchedule``'s shares, a ``StepSchedule``'s
+    value, or a collection of them). Nothing is logged without one."""
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
     ) -> None:
-        schedule = getattr(trainer.datamodule, "curriculum", None)
-        if schedule is None:
-            return
-        for name, share in zip(
-            schedule.names, schedule.mix(trainer.global_step).tolist(), strict=True
-        ):
-            pl_module.log(f"curriculum/{name}", share, on_step=True, on_epoch=False)
+        for owner in (trainer.datamodule, pl_module):
+            schedule = getattr(owner, "curriculum", None)
+            if schedule is None:
+                continue
+            for name, value in schedule.current(trainer.global_step).items():
+                pl_module.log(f"curriculum/{name}", float(value), on_step=True, on_epoch=False)
+
+
+class Curricula:
+    """Several curricula logged as one: ``current`` merges their values."""
+
+    def __init__(self, *schedules) -> None:
+        self.schedules = [s for s in schedules if s is not None]
+
+    def current(self, step: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for schedule in self.schedules:
+            out.update(schedule.current(step))
+        return out

@@ -20,12 +20,7 @@ from lit_loops.checks import (
     check_int,
 )
 from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
-from lit_loops.optim import (
-    check_adamw_args,
-    check_schedule_args,
-    configure_optimizer,
-    warmup_lr,
-)
+from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
 
 LOSSES = ("l1", "l2", "huber", "bce")
 
@@ -53,7 +48,7 @@ class StateEncoder(nn.Module):
         return self.read_out(self.norm_final(self.body(e)))  # (B, n, d)
 
 
-class SubleqModule(L.LightningModule):
+class SubleqModule(OptimizerFromHparams, L.LightningModule):
     """Predicts ``encode(step(state))`` from ``encode(state)``.
 
     Args:
@@ -170,29 +165,3 @@ class SubleqModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {"input": batch["input"], "pred": self(batch["input"])}
-
-    # --- optimisation: the recipe lives in lit_loops.optim ------------------------------
-    def configure_optimizers(self):
-        hp = self.hparams
-        trainer = self._trainer
-        every = trainer.val_check_interval if trainer is not None else 1
-        return configure_optimizer(
-            self.model,
-            hp.optimizer,
-            hp.lr,
-            hp.betas,
-            hp.weight_decay,
-            hp.momentum,
-            schedule=hp.schedule,
-            warmup_steps=hp.warmup_steps,
-            max_steps=trainer.max_steps if trainer is not None else -1,
-            restart_steps=hp.restart_steps,
-            plateau_factor=hp.plateau_factor,
-            plateau_patience=hp.plateau_patience,
-            val_every=every if isinstance(every, int) else 1,
-        )
-
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        if self.hparams.schedule == "plateau":  # its scheduler owns the lr after warmup
-            warmup_lr(optimizer, self.global_step, self.hparams.lr, self.hparams.warmup_steps)
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

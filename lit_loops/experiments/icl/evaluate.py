@@ -1,0 +1,259 @@
+"""Error against the number of in-context examples, for trained models and the baselines.
+
+``evaluate(checkpoints, out_dir, ...)`` draws ``prompts`` fresh prompts of the checkpoints'
+task (from the DataModule settings saved in the checkpoint, at the full dimension and
+length), under one or more input distributions, and writes for every model and baseline
+the normalised squared error at each number of in-context examples with a 5-95 %
+bootstrap band over prompts:
+
+* ``errors_<dist>.csv`` (``predictor, examples, mean, lo, hi``) and ``errors_<dist>.png``;
+* for looped models, ``loops.csv`` / ``loops.png``: the error at ``2d`` examples (or the
+  last position) against the loop count ``1 .. loops_max`` (default ``4 b``), to show
+  whether it settles past the trained ``b``.
+
+Distributions: ``standard``; ``skewed`` covariance and ``scaled`` inputs (``tasks.sample_xs``);
+``noisy_y`` (Gaussian noise of std ``noise`` on every ``y``, the error measured against the
+noisy targets); ``orthant``: the in-context ``x`` of a prompt lie in one random orthant and
+each query in the opposite one (Garg et al.'s ``opposite_quadrants``), which takes one
+forward pass per query position.
+
+Run it as ``python scripts/icl_eval.py CKPT [CKPT ...] --out DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lit_loops.checks import check, check_choice, check_positive_int
+from lit_loops.experiments.icl.baselines import BASELINES, BASELINES_FOR_TASK, EXPENSIVE
+from lit_loops.experiments.icl.data import ICLDataModule
+from lit_loops.experiments.icl.module import ICLModule
+from lit_loops.experiments.icl.tasks import sample_xs
+
+DISTS = ("standard", "skewed", "scaled", "noisy_y", "orthant")
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B,n,d),(B,n) -> (B,n)
+
+
+def load(checkpoint: str | Path) -> tuple[ICLModule, ICLDataModule, str]:
+    """The model (eval mode, CPU), its DataModule and a label such as ``looped L1 b12``."""
+    path = Path(checkpoint)
+    check(path.is_file(), "checkpoint", str(path), "must be an existing .ckpt file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    check(
+        "datamodule_hyper_parameters" in ckpt
+        and "task" in ckpt["datamodule_hyper_parameters"]
+        and "n_dims" in ckpt.get("hyper_parameters", {}),
+        "checkpoint",
+        str(path),
+        "must be a checkpoint of an in-context learning run (configs/icl/*)",
+    )
+    module = ICLModule.load_from_checkpoint(path, map_location="cpu").eval()
+    # the CLI saves the class path next to the arguments
+    data_args = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if k[0] != "_"}
+    data = ICLDataModule(**data_args)
+    hp = module.hparams
+    label = (
+        f"looped L{hp.n_layers} b{hp.loops}" if hp.looped else f"standard L{hp.n_layers}"
+    ) + f" ({module.num_parameters / 1e3:.0f}k)"
+    return module, data, label
+
+
+def draw(data: ICLDataModule, prompts: int, dist: str, seed: int, scale: float, noise: float):
+    """``xs (B, n, d), ys (B, n), targets (B, n), norm`` for one distribution. ``targets``
+    are what each prediction is scored against: ``ys``, except for ``orthant``, where
+    query ``i`` is ``-x_i`` (the opposite orthant) and its target ``f(-x_i)``."""
+    hp = data.hparams
+    g = torch.Generator().manual_seed(seed)
+    x_dist = dist if dist in ("skewed", "scaled") else "standard"
+    xs = sample_xs(g, prompts, hp.n_points, hp.d, hp.d, x_dist, scale)
+    if dist == "orthant":
+        xs = xs.abs() * torch.randn(prompts, 1, hp.d, generator=g).sign()  # one orthant each
+    function = data.task.function(g, prompts, hp.d)
+    ys = data.task.apply(function, xs, g)
+    if dist == "noisy_y":
+        ys = ys + noise * torch.randn(ys.shape, generator=g)
+    targets = data.task.apply(function, -xs, g) if dist == "orthant" else ys
+    return xs, ys, targets, data.task.normaliser(hp.d)
+
+
+def predict(predictor: Predictor, xs: torch.Tensor, ys: torch.Tensor, dist: str):
+    """``(B, n)`` predictions; for ``orthant``, the query at ``i`` is ``-x_i``, predicted
+    from a prompt whose position ``i`` holds it (one pass per ``i``; causal models and
+    the baselines ignore what comes after ``i``)."""
+    if dist != "orthant":
+        return predictor(xs, ys)
+    out = torch.empty_like(ys)
+    for i in range(xs.shape[1]):
+        queried = xs.clone()
+        queried[:, i] = -xs[:, i]
+        out[:, i] = predictor(queried, ys)[:, i]
+    return out
+
+
+def bootstrap(errors: torch.Tensor, resamples: int = 1000, seed: int = 0):
+    """Mean over prompts of ``errors (B, n)`` with its 5 % and 95 % bootstrap quantiles."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, errors.shape[0], (resamples, errors.shape[0]), generator=g)
+    means = errors[idx].mean(1)  # (resamples, n)
+    lo, hi = torch.quantile(means, torch.tensor([0.05, 0.95]), dim=0)
+    return errors.mean(0), lo, hi
+
+
+def model_predictor(module: ICLModule, loops: int | None = None) -> Predictor:
+    def run(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    module.predict(x, y, loops)
+                    for x, y in zip(xs.split(256), ys.split(256), strict=True)
+                ]
+            )
+
+    return run
+
+
+def loop_curve(module: ICLModule, xs, ys, norm: float, position: int, loops_max: int):
+    """Normalised error at ``position`` after each loop ``1 .. loops_max``: ``(loops_max,)``."""
+    with torch.no_grad():
+        per_loop = [
+            torch.stack(module.predict_each_loop(x, y, loops_max))[:, :, position]  # (L, b)
+            for x, y in zip(xs.split(256), ys.split(256), strict=True)
+        ]
+    preds = torch.cat(per_loop, dim=1)  # (loops_max, B)
+    return (preds - ys[:, position]).pow(2) / norm  # (loops_max, B)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def plot(curves: dict[str, tuple], x, xlabel: str, title: str, path: Path, mark=None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, (mean, lo, hi) in curves.items():
+        style = "-" if not name.startswith(("standard", "looped")) else "-o"
+        (line,) = ax.plot(x, mean.numpy(), style, label=name, markersize=3)
+        ax.fill_between(x, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.2)
+    if mark is not None:
+        ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("squared error / normaliser")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(
+    checkpoints: list[str | Path],
+    out_dir: str | Path,
+    prompts: int = 1280,
+    dists: tuple[str, ...] = ("standard",),
+    baselines: list[str] | None = None,
+    expensive_prompts: int = 128,
+    scale: float = 2.0,
+    noise: float = 0.5,
+    loops_max: int | None = None,
+    seed: int = 2024,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, tuple]]:
+    """Writes the CSVs and PNGs (see the module docs); returns ``{dist: {name: (mean, lo,
+    hi)}}`` with ``(n,)`` tensors. ``baselines`` None takes the task's list
+    (``BASELINES_FOR_TASK``); the ``EXPENSIVE`` ones (a model fitted per prompt and
+    prefix) see only the first ``expensive_prompts`` prompts."""
+    check(len(checkpoints) >= 1, "checkpoints", checkpoints, "give at least one")
+    check_positive_int("prompts", prompts)
+    check_positive_int("expensive_prompts", expensive_prompts)
+    for dist in dists:
+        check_choice("dist", dist, DISTS)
+    loaded = [load(c) for c in checkpoints]
+    data = loaded[0][1]
+    for _, other, _ in loaded[1:]:
+        same = {k: other.hparams[k] for k in ("task", "d", "n_points")}
+        check(
+            same == {k: data.hparams[k] for k in same},
+            "checkpoints",
+            [str(c) for c in checkpoints],
+            f"must share task, d and n_points; {dict(same)} differs",
+        )
+    task, d = data.hparams.task, data.hparams.d
+    names = BASELINES_FOR_TASK[task] if baselines is None else baselines
+    for name in names:
+        check_choice("baselines", name, BASELINES)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = list(range(data.hparams.n_points))  # prediction i sees i examples
+    results: dict[str, dict[str, tuple]] = {}
+    for dist in dists:
+        xs, ys, targets, norm = draw(data, prompts, dist, seed, scale, noise)
+        curves: dict[str, tuple] = {}
+        predictors = [(label, model_predictor(m), prompts) for m, _, label in loaded] + [
+            (n, BASELINES[n], expensive_prompts if n in EXPENSIVE else prompts) for n in names
+        ]
+        for name, predictor, count in predictors:
+            start = time.perf_counter()
+            preds = predict(predictor, xs[:count], ys[:count], dist)
+            curves[name] = bootstrap((preds - targets[:count]).pow(2) / norm)
+            log(f"  {dist:8s} {name:28s} {time.perf_counter() - start:7.1f} s")
+        rows = [
+            [name, i, f"{m:.6g}", f"{lo:.6g}", f"{hi:.6g}"]
+            for name, (mean, low, high) in curves.items()
+            for i, m, lo, hi in zip(
+                examples, mean.tolist(), low.tolist(), high.tolist(), strict=True
+            )
+        ]
+        write_csv(out / f"errors_{dist}.csv", ["predictor", "examples", "mean", "lo", "hi"], rows)
+        title = f"{task}, d = {d}, {dist} ({prompts} prompts)"
+        plot(curves, examples, "in-context examples", title, out / f"errors_{dist}.png", mark=d)
+        results[dist] = curves
+    looped = [(m, label) for m, _, label in loaded if m.hparams.looped]
+    if looped:
+        xs, ys, _, norm = draw(data, prompts, "standard", seed, scale, noise)
+        position = min(2 * d, data.hparams.n_points - 1)
+        curves = {}
+        top = loops_max or 4 * max(m.hparams.loops for m, _ in looped)
+        for module, label in looped:
+            curves[label] = bootstrap(loop_curve(module, xs, ys, norm, position, top).T)
+        rows = [
+            [name, t + 1, f"{m:.6g}", f"{lo:.6g}", f"{hi:.6g}"]
+            for name, (mean, low, high) in curves.items()
+            for t, (m, lo, hi) in enumerate(
+                zip(mean.tolist(), low.tolist(), high.tolist(), strict=True)
+            )
+        ]
+        write_csv(out / "loops.csv", ["predictor", "loops", "mean", "lo", "hi"], rows)
+        title = f"{task}, d = {d}: error at {position} examples against loops"
+        b = looped[0][0].hparams.loops
+        plot(curves, list(range(1, top + 1)), "loops", title, out / "loops.png", mark=b)
+        results["loops"] = curves
+    return results
+
+
+def table(results: dict[str, dict[str, tuple]], positions: list[int]) -> str:
+    """A markdown table of the mean errors at ``positions`` (numbers of examples)."""
+    lines = []
+    for dist, curves in results.items():
+        if dist == "loops":
+            continue
+        lines.append(f"\n{dist}:\n")
+        lines.append("| predictor | " + " | ".join(f"n = {p}" for p in positions) + " |")
+        lines.append("| --- |" + " --- |" * len(positions))
+        for name, (mean, _, _) in curves.items():
+            cells = " | ".join(f"{mean[p]:.3g}" for p in positions if p < len(mean))
+            lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)

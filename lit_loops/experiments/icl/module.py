@@ -1,0 +1,184 @@
+"""The in-context learning LightningModule: a GPT-2-style causal transformer, standard or
+looped, reads a prompt ``x_1, y_1, ..., x_n, y_n`` and predicts every ``y_i`` at the
+position of ``x_i``.
+
+Standard (Garg et al.): linear read-in from ``d``, learned positions, ``n_layers`` pre-LN
+GELU blocks, final LayerNorm, linear read-out to 1.
+
+Looped (Yang et al.): the same with ``n_layers`` (default 1) blocks + final LayerNorm as
+the loop body, applied ``b = loops`` times with input injection, ``z_{t+1} = f(z_t + e)``,
+``z_0 = 0``. The training loss averages the squared errors of the read-outs of the last
+``loop_window = T`` loops (loops ``b-T+1 .. b``); the loops before run without gradient.
+``b`` follows a curriculum (``loops_start`` -> ``loops``, ``+loops_increment`` every
+``loops_every`` steps); at test time any loop count works (``predict(..., loops=k)``).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from lit_loops.callbacks.curriculum import StepSchedule
+from lit_loops.checks import check_data_decided, check_int, check_positive_int
+from lit_loops.experiments.icl.tasks import interleave
+from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
+from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+
+
+class PromptModel(nn.Module):
+    """``(B, 2n, d)`` prompt -> ``(B, n)`` predictions, one list entry per loop read.
+
+    ``forward(zs, loops, window)``: the predictions after each of the last ``window``
+    loops (all ``loops`` of them when None); a standard model has ``loops = 1``.
+    """
+
+    def __init__(self, cfg: TransformerConfig, n_dims: int, max_len: int) -> None:
+        super().__init__()
+        self.read_in = nn.Linear(n_dims, cfg.d_model)
+        self.pos_emb = nn.Embedding(max_len, cfg.d_model)
+        self.body = LoopedTransformer(cfg, loops=1, norm_each_loop=True)
+        self.read_out = nn.Linear(cfg.d_model, 1)
+        for module in (self.read_in, self.pos_emb, self.read_out):
+            Transformer._init_weights(module)
+
+    def forward(self, zs: torch.Tensor, loops: int = 1, window: int | None = None):
+        T = zs.shape[1]
+        if T > self.pos_emb.num_embeddings:
+            raise ValueError(
+                f"a prompt of {T // 2} points needs {T} positions; the model has "
+                f"{self.pos_emb.num_embeddings} (n_points={self.pos_emb.num_embeddings // 2})"
+            )
+        e = self.read_in(zs) + self.pos_emb(torch.arange(T, device=zs.device))  # (B, 2n, D)
+        # read at the x positions 0, 2, 4, ...: (B, 2n, D) -> (B, n)
+        return [self.read_out(z[:, ::2]).squeeze(-1) for z in self.body.outputs(e, loops, window)]
+
+
+class ICLModule(OptimizerFromHparams, L.LightningModule):
+    """Learns a function class in context (see the module docs).
+
+    Args:
+        n_dims, n_points: set from the data (the input dimension and the prompt length,
+            which fixes the positions: ``2 * n_points``).
+        looped: the looped model (``loops`` passes of ``n_layers`` blocks) instead of the
+            standard one (one pass).
+        d_model, n_layers, n_heads, d_mlp (None: ``4 * d_model``), dropout: the blocks.
+        loops, loop_window: ``b`` and ``T`` of the looped model.
+        loops_start, loops_increment, loops_every: the loop curriculum; ``loops_start``
+            None starts at ``loop_window`` (Yang et al.), capped at ``loops``.
+        eval_loops: loops at validation (None: ``loops``).
+        optimizer, lr, betas, weight_decay, warmup_steps, schedule: see ``lit_loops.optim``
+            (the papers: Adam, 1e-4, constant).
+    """
+
+    def __init__(
+        self,
+        n_dims: int | None = None,
+        n_points: int | None = None,
+        looped: bool = False,
+        d_model: int = 256,
+        n_layers: int = 12,
+        n_heads: int = 8,
+        d_mlp: int | None = None,
+        dropout: float = 0.0,
+        loops: int = 20,
+        loop_window: int = 15,
+        loops_start: int | None = None,
+        loops_increment: int = 2,
+        loops_every: int = 500,
+        eval_loops: int | None = None,
+        optimizer: str = "adam",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        schedule: str = "constant",
+        restart_steps: int = 2000,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 3,
+    ) -> None:
+        super().__init__()
+        check_data_decided(n_dims=n_dims, n_points=n_points)
+        check_positive_int("loops", loops)
+        check_positive_int("loop_window", loop_window)
+        if eval_loops is not None:
+            check_positive_int("eval_loops", eval_loops)
+        check_adamw_args(lr, betas, weight_decay, warmup_steps)
+        check_schedule_args(
+            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
+        )
+        self.save_hyperparameters()
+        cfg = TransformerConfig(
+            vocab_size=n_dims,  # the read-in width (the blocks do not use it)
+            max_seq_len=2 * n_points,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_mlp=4 * d_model if d_mlp is None else d_mlp,
+            activation="gelu",
+            causal=True,
+            dropout=dropout,
+        )
+        self.model = PromptModel(cfg, n_dims, 2 * n_points)
+        if looped:
+            start = min(loops, loop_window if loops_start is None else loops_start)
+            check_int("loops_start", start, min_value=1, max_value=loops)
+            # The loop count b during training, logged by CurriculumLog.
+            self.curriculum = StepSchedule("loops", start, loops, loops_increment, loops_every)
+        else:
+            self.curriculum = None
+        self.val_nse = torchmetrics.MeanMetric()
+        self.val_nse_last = torchmetrics.MeanMetric()
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train_loops(self) -> int:
+        return 1 if self.curriculum is None else self.curriculum.value(self.global_step)
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None):
+        """``(B, n, d), (B, n) -> (B, n)``: each ``y_i`` predicted from the examples before
+        it, after ``loops`` passes (default: ``eval_loops`` or ``loops``; 1 if standard)."""
+        return self.model(interleave(xs, ys), self.eval_loop_count(loops), window=1)[-1]
+
+    def predict_each_loop(self, xs: torch.Tensor, ys: torch.Tensor, loops: int):
+        """The predictions after every loop ``1 .. loops``: a list of ``(B, n)``."""
+        return self.model(interleave(xs, ys), loops)
+
+    def eval_loop_count(self, loops: int | None = None) -> int:
+        hp = self.hparams
+        if not hp.looped:
+            return 1
+        if loops is not None:
+            return loops
+        return hp.loops if hp.eval_loops is None else hp.eval_loops
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["xs"], batch["ys"]
+        window = self.hparams.loop_window if self.hparams.looped else None
+        preds = self.model(interleave(xs, ys), self.train_loops(), window)  # list of (B, n)
+        # mean over the window's loops of the mean squared error over all positions
+        loss = torch.stack([(p - ys).pow(2).mean() for p in preds]).mean()
+        B = xs.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/nse", (preds[-1] - ys).pow(2).mean() / batch["norm"], batch_size=B)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        xs, ys = batch["xs"], batch["ys"]
+        err = (self.predict(xs, ys) - ys).pow(2) / batch["norm"]  # (B, n) normalised
+        B = xs.shape[0]
+        self.val_nse(err.mean(), weight=B)
+        self.val_nse_last(err[:, -1].mean(), weight=B)
+        self.log("val/nse", self.val_nse, on_step=False, on_epoch=True, batch_size=B)
+        self.log("val/nse_last", self.val_nse_last, on_step=False, on_epoch=True, batch_size=B)
+
+    test_step = validation_step
+
+    def on_fit_start(self) -> None:
+        # The parameter count next to the run's other settings (wandb config, hparams).
+        for logger in self.loggers:
+            logger.log_hyperparams({"num_parameters": self.num_parameters})
