@@ -72,19 +72,26 @@ def make_optimizer(
     betas: Sequence[float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     momentum: float = 0.9,
+    eps: float = 1e-8,
 ) -> torch.optim.Optimizer:
     """``adamw`` (decoupled weight decay), ``adam`` (L2 penalty) or ``sgd`` (with momentum)."""
     groups = param_groups(model, weight_decay)
     if optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr, betas=tuple(betas))
+    return cls(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
 def lr_factor(
-    step: int, schedule: str, warmup_steps: int, max_steps: int = -1, restart_steps: int = 2000
+    step: int,
+    schedule: str,
+    warmup_steps: int,
+    max_steps: int = -1,
+    restart_steps: int = 2000,
+    floor: float = 0.0,
 ) -> float:
-    """The learning rate at ``step`` as a fraction of ``lr`` (``plateau``: the warmup only)."""
+    """The learning rate at ``step`` as a fraction of ``lr`` (``plateau``: the warmup only);
+    cosines decay to ``floor`` (``min_lr / lr``) instead of 0."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule in ("constant", "plateau"):
@@ -92,8 +99,10 @@ def lr_factor(
     t = step - warmup_steps
     if schedule == "cosine":
         total = max(1, max_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t / total)))
-    return 0.5 * (1 + math.cos(math.pi * (t % restart_steps) / restart_steps))
+        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, t / total)))
+    else:
+        cos = 0.5 * (1 + math.cos(math.pi * (t % restart_steps) / restart_steps))
+    return floor + (1 - floor) * cos
 
 
 def configure_optimizer(
@@ -111,9 +120,12 @@ def configure_optimizer(
     plateau_patience: int = 3,
     plateau_monitor: str = "val/loss",
     val_every: int = 1,
+    min_lr: float = 0.0,
+    eps: float = 1e-8,
 ) -> dict:
     """The optimizer and its schedule, as ``configure_optimizers`` returns them."""
-    opt = make_optimizer(model, optimizer, lr, betas, weight_decay, momentum)
+    check_float("min_lr", min_lr, 0.0, lr)
+    opt = make_optimizer(model, optimizer, lr, betas, weight_decay, momentum, eps)
     if schedule == "cosine":
         check(
             max_steps > 0,
@@ -122,9 +134,12 @@ def configure_optimizer(
             "must be set (> 0) for schedule='cosine', which decays to 0 at max_steps",
         )
     if schedule != "plateau":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, schedule, warmup_steps, max_steps, restart_steps)
-        )
+        floor = min_lr / lr
+
+        def factor(step: int) -> float:
+            return lr_factor(step, schedule, warmup_steps, max_steps, restart_steps, floor)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=plateau_factor, patience=plateau_patience
@@ -155,7 +170,7 @@ def adamw_with_warmup(
 class OptimizerFromHparams:
     """LightningModule mixin: ``configure_optimizers`` from the module's ``hparams``
     (optimizer, lr, betas, weight_decay, momentum, schedule, warmup_steps, restart_steps,
-    plateau_factor, plateau_patience) applied to ``self.model``, and the hand warmup for
+    plateau_factor, plateau_patience; optionally min_lr and eps) applied to ``self.model``, and the hand warmup for
     ``plateau``. One recipe for every experiment that exposes these arguments."""
 
     def configure_optimizers(self):
@@ -176,6 +191,8 @@ class OptimizerFromHparams:
             plateau_factor=hp.plateau_factor,
             plateau_patience=hp.plateau_patience,
             val_every=every if isinstance(every, int) else 1,
+            min_lr=hp.get("min_lr", 0.0),  # optional hparams: not every module has them
+            eps=hp.get("eps", 1e-8),
         )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:

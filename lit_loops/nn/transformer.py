@@ -10,7 +10,7 @@ from torch import nn
 from lit_loops.checks import check, check_choice, check_float, check_positive_int
 from lit_loops.nn.attention import SelfAttention
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
 NORMS = ("layernorm", "none")
 
 
@@ -71,8 +71,9 @@ class Block(nn.Module):
         self.mlp = None if cfg.attn_only else MLP(cfg)
         self.norm_mlp = None if cfg.attn_only else make_norm(cfg.norm, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x))
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
+        """``(B, T, D) -> (B, T, D)``; ``cache``/``layer``: see ``SelfAttention``."""
+        x = x + self.attn(self.norm_attn(x), cache, layer)
         if self.mlp is not None:
             x = x + self.mlp(self.norm_mlp(x))
         return x

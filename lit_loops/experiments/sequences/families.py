@@ -1,0 +1,801 @@
+"""Vectorised generators of integer sequences over 0..255 for next-term prediction.
+
+The families follow the curriculum of the design document (seed 002, "Curriculum Learning
+Strategy"): phase 1 simple recurrences, phase 2 nested recurrences (the constants follow a
+recurrence of their own), phase 3 combined, transformed and conditional recurrences.
+
+Each family is split in two so that it can be checked against hand-written sequences:
+``params(g, batch, length)`` draws one parameter set per sequence (a dict of ``(B,)`` int64
+tensors) and ``terms(params, length)`` maps it to the ``(B, L)`` terms; ``fn`` is both in turn.
+``generate`` brings the terms into 0..255 by the family's ``range_rule``:
+
+- ``exact``: the parameters are drawn so that every term is in range: the shape parameters
+  (steps, phase, direction, ...) uniformly among the combinations that fit in 0..255 at this
+  length, then the start uniformly among the values that keep the whole window in range;
+- ``mod256``: the recurrence is defined modulo 256 (``terms`` may return any representative);
+- ``resample``: rows with a term outside 0..255 are drawn again. No built-in family needs it
+  (they are all exact or modular); it serves families whose valid parameters are awkward to
+  describe.
+
+Terms are indexed from ``t = 0``. Periodic families draw their offset in the cycle (``k``), so
+that a window does not always start at the cycle's start.
+
+Speed: a training batch holds a few rows per family, so the cost is the number of torch ops,
+not their size. Everything that does not depend on the drawn parameters (the parameter
+combinations that fit a length, the orbits of the nonlinear recurrences from all 256 starts,
+the coefficients of the linear ones) is computed once per length and cached, and a family
+then costs about ten small ops (~20 us on CPU) at any length. Every parameter space being
+finite (at most 65536 sets), each family also lists it with its probabilities (``support``),
+and ``family_bank`` keeps all its sequences at a length (~240k for all families at L = 17:
+4 MiB of uint8 and 2 MiB of probabilities, built in ~0.1 s): ``sample_mixture`` draws a
+whole batch of any mixture (``generate_rows``: of given families) from the stacked banks
+in ~7 ops (~30-70 us for 64-256 rows), instead of ~10 ops per family (~0.6 ms for all 21
+families).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import torch
+
+Params = dict[str, torch.Tensor]
+ParamsFn = Callable[[torch.Generator, int, int], Params]
+TermsFn = Callable[[Params, int], torch.Tensor]
+SupportFn = Callable[[int], tuple[Params, torch.Tensor]]
+
+VOCAB = 256
+RANGE_RULES = ("resample", "mod256", "exact")
+# With valid rows at least 20 % likely, a row is still invalid after 100 rounds with
+# probability 0.8**100 = 2e-10: hitting the bound means the family is broken, not unlucky.
+MAX_RESAMPLE_ROUNDS = 100
+
+
+@dataclass(frozen=True)
+class Family:
+    """A sequence family: ``fn(g, batch, length)`` gives raw ``(batch, length)`` int64 terms
+    (outside 0..255 is allowed for ``resample`` and ``mod256``; ``generate`` fixes that).
+    ``params`` and ``terms``, when given, are the two halves of ``fn`` (see the module doc).
+    ``support(length)``, when given, lists every parameter set ``params`` can draw, as a dict
+    of ``(N,)`` tensors, with its probability ``(N,)`` float64; ``sample_mixture`` draws from
+    the terms of that list (see there)."""
+
+    name: str
+    phase: int
+    range_rule: str
+    doc: str
+    fn: Callable[[torch.Generator, int, int], torch.Tensor] = field(repr=False)
+    params: ParamsFn | None = field(default=None, repr=False)
+    terms: TermsFn | None = field(default=None, repr=False)
+    support: SupportFn | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.phase not in (1, 2, 3):
+            raise ValueError(f"family {self.name!r}: phase={self.phase!r} must be 1, 2 or 3")
+        if self.range_rule not in RANGE_RULES:
+            raise ValueError(
+                f"family {self.name!r}: range_rule={self.range_rule!r} must be one of {RANGE_RULES}"
+            )
+
+
+def _family(
+    name: str, phase: int, range_rule: str, doc: str, params: ParamsFn, terms: TermsFn,
+    support: SupportFn | None = None,
+) -> Family:  # fmt: skip
+    def fn(g: torch.Generator, batch: int, length: int) -> torch.Tensor:
+        return terms(params(g, batch, length), length)
+
+    return Family(name, phase, range_rule, doc, fn, params, terms, support)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+@functools.cache
+def _positions(length: int) -> torch.Tensor:
+    return torch.arange(length)  # (L,)
+
+
+@functools.cache
+def _triangular(length: int) -> torch.Tensor:
+    t = _positions(length)
+    return t * (t - 1) // 2  # (L,) 0, 0, 1, 3, 6, ...: sum of 0..t-1
+
+
+@functools.cache
+def _half_counts(length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many first-kind and second-kind steps come before term ``t`` when two kinds
+    alternate, first kind first: ``ceil(t / 2)`` and ``floor(t / 2)``, each ``(L,)``."""
+    t = _positions(length)
+    return (t + 1) // 2, t // 2
+
+
+def _col(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(1)  # (B,) -> (B, 1); cheaper than x[:, None]
+
+
+def _below(g: torch.Generator, count: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` uniform integers in ``0..count-1`` for a per-row ``count (B,)``: the remainder
+    of a 31-bit draw (bias below ``count / 2**31``, at most 1.2e-7 here), exact in integers."""
+    return torch.randint(1 << 31, count.shape, generator=g) % count
+
+
+def _grid(grid: dict[str, Iterable[int]], keep: Callable[..., bool] | None) -> torch.Tensor:
+    """All combinations of the grid's values that ``keep`` (given one value per key, in the
+    grid's order) accepts, ``(K, len(grid))``."""
+    rows = [c for c in itertools.product(*grid.values()) if keep is None or keep(*c)]
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(grid))
+
+
+def _with_start(cols: torch.Tensor, lo: torch.Tensor | int, count: torch.Tensor | int):
+    """Append the start's range ``lo .. lo+count-1`` to parameter rows ``(K, n)`` -> ``(K, n+2)``."""
+    k = cols.shape[0]
+    lo = torch.as_tensor(lo, dtype=torch.int64).expand(k)
+    count = torch.as_tensor(count, dtype=torch.int64).expand(k)
+    return torch.cat([cols, _col(lo), _col(count)], 1)
+
+
+def _draw(
+    g: torch.Generator, table: torch.Tensor, names: Sequence[str], batch: int, family: str,
+    length: int, start: str = "a",
+) -> Params:  # fmt: skip
+    """One row of ``table (K, n+2)`` per sample, uniformly (its parameter columns ``names``,
+    then the ``lo`` and ``count`` of the start), then the start uniformly in its range."""
+    if table.shape[0] == 0:
+        raise ValueError(
+            f"family {family!r}: no parameters keep a sequence of length {length} inside 0..255"
+        )
+    *cols, lo, count = table[torch.randint(table.shape[0], (batch,), generator=g)].unbind(1)
+    params = dict(zip(names, cols, strict=True))
+    params[start] = lo + _below(g, count)
+    return params
+
+
+def _offset_table(
+    grid: dict[str, Iterable[int]], shape: TermsFn, length: int, top: int = 255,
+    keep: Callable[..., bool] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Parameter rows of a family whose terms are ``start + shape``: the grid's combinations
+    whose shape spans at most ``top``, with the starts that keep every term in ``0..top``."""
+    cols = _grid(grid, keep)
+    # (K, L): the terms of start 0
+    shape_ = shape(dict(zip(grid, cols.unbind(1), strict=True)), length)
+    lo, hi = shape_.amin(1), shape_.amax(1)
+    room = top - (hi - lo)  # how many starts above the lowest one still fit
+    return _with_start(cols, -lo, room + 1)[room >= 0]
+
+
+def _offset_family(
+    name: str, phase: int, doc: str, grid: dict[str, Iterable[int]], shape: TermsFn,
+    terms: TermsFn | None = None, top: int = 255, keep: Callable[..., bool] | None = None,
+) -> Family:  # fmt: skip
+    """An ``exact`` family whose terms are ``a + shape`` (or ``terms``, a function of
+    ``a + shape`` kept in 0..255 when ``a + shape`` is in ``0..top``)."""
+    grid = {k: tuple(v) for k, v in grid.items()}  # iterated again for every length
+
+    def offset_terms(p: Params, length: int) -> torch.Tensor:
+        return _col(p["a"]) + shape(p, length)
+
+    return _table_family(
+        name, phase, "exact", doc, lambda length: _offset_table(grid, shape, length, top, keep),
+        tuple(grid), terms or offset_terms,
+    )  # fmt: skip
+
+
+def _table_family(
+    name: str, phase: int, range_rule: str, doc: str, table: Callable[[int], torch.Tensor],
+    names: Sequence[str], terms: TermsFn, start: str = "a",
+    finish: Callable[[Params], Params] | None = None,
+) -> Family:  # fmt: skip
+    """A family whose parameters are a row of ``table(length)`` (uniformly) and a start in
+    the row's range (uniformly), passed through ``finish`` if given (to derive the
+    parameters ``terms`` reads from the drawn ones)."""
+    table = functools.cache(table)
+
+    def params(g: torch.Generator, batch: int, length: int) -> Params:
+        p = _draw(g, table(length), names, batch, name, length, start)
+        return finish(p) if finish else p
+
+    def support(length: int) -> tuple[Params, torch.Tensor]:
+        p, prob = _expand(table(length), names, start)
+        return (finish(p) if finish else p), prob
+
+    return _family(name, phase, range_rule, doc, params, terms, support)
+
+
+def _expand(table: torch.Tensor, names: Sequence[str], start: str) -> tuple[Params, torch.Tensor]:
+    """Every parameter set ``_draw`` can give from ``table (K, n+2)``, ``(N,)`` each with
+    ``N = sum of counts``, and its probability ``1 / (K count)``, ``(N,)`` float64."""
+    *cols, lo, count = table.unbind(1)
+    row = torch.repeat_interleave(torch.arange(table.shape[0]), count)  # (N,) its table row
+    first = torch.cumsum(count, 0) - count  # (K,) where each row's run starts
+    params = {n: c[row] for n, c in zip(names, cols, strict=True)}
+    params[start] = lo[row] + torch.arange(row.shape[0]) - first[row]
+    return params, 1.0 / (table.shape[0] * count[row].double())
+
+
+UP_DOWN = (1, -1)
+
+
+def _arith_shape(p: Params, length: int) -> torch.Tensor:
+    return _col(p["d"] * p["s"]) * _positions(length)  # (B, L)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 1: simple recurrences
+
+
+def _constant_terms(p: Params, length: int) -> torch.Tensor:
+    return _col(p["a"]).repeat(1, length)
+
+
+def _alternating_finish(p: Params) -> Params:
+    # b != a, uniformly: a plus j in 1..255 around the circle
+    return {"a": p["a"], "b": (p["a"] + p["j"]) % VOCAB}
+
+
+def _alternating_terms(p: Params, length: int) -> torch.Tensor:
+    return _col(p["a"]) + _col(p["b"] - p["a"]) * (_positions(length) % 2)
+
+
+@functools.cache
+def _fibonacci_like_coefficients(length: int) -> torch.Tensor:
+    """``(3, 3, 2, L)``: for ``x_t = p x_{t-1} + q x_{t-2}`` (p, q in 1..2; index 0 unused),
+    the coefficients of ``x_0`` and ``x_1`` in ``x_t``, mod 256 (the terms are taken mod 256,
+    and this keeps raw terms small at any length)."""
+    c = torch.zeros(3, 3, 2, max(length, 2), dtype=torch.int64)
+    p, q = torch.arange(3).view(3, 1, 1), torch.arange(3).view(1, 3, 1)
+    c[..., 0, 0], c[..., 1, 1] = 1, 1
+    for t in range(2, length):
+        c[..., t] = (p * c[..., t - 1] + q * c[..., t - 2]) % VOCAB
+    return c[..., :length]
+
+
+def _fibonacci_like_terms(p: Params, length: int) -> torch.Tensor:
+    c = _fibonacci_like_coefficients(length)[p["p"], p["q"]]  # (B, 2, L)
+    return _col(p["x0"]) * c[:, 0] + _col(p["x1"]) * c[:, 1]
+
+
+PHASE_1 = [
+    _table_family(
+        "constant", 1, "exact",
+        "Order 0: a, a, a, ... with a in 0..255.",
+        lambda length: _with_start(_grid({}, None), 0, VOCAB), (), _constant_terms,
+    ),
+    _offset_family(
+        "arithmetic_up", 1,
+        "Order 1: a + s t with step s in 1..16 (only steps with s (L-1) <= 255 at length L, "
+        "so 1..15 at L = 17), start a uniform among those keeping the last term <= 255.",
+        {"s": range(1, 17), "d": (1,)}, _arith_shape,
+    ),
+    _offset_family(
+        "arithmetic_down", 1,
+        "Order 1: a - s t with step s in 1..16 (s (L-1) <= 255), start a uniform among those "
+        "keeping the last term >= 0.",
+        {"s": range(1, 17), "d": (-1,)}, _arith_shape,
+    ),
+    _table_family(
+        "alternating", 1, "exact",
+        "Order 2: a, b, a, b, ... with a, b in 0..255, a != b (uniform pairs; a and b being "
+        "exchangeable, the window starts on either with equal chance).",
+        lambda length: _with_start(_grid({"a": range(VOCAB)}, None), 1, VOCAB - 1), ("a",),
+        _alternating_terms, start="j", finish=_alternating_finish,
+    ),
+    _table_family(
+        "fibonacci_like", 1, "mod256",
+        "x_t = p x_{t-1} + q x_{t-2} mod 256 with p, q in {1, 2}, x_0, x_1 in 0..31 (small so "
+        "the first terms show the growth before the wrap-around).",
+        lambda length: _with_start(
+            _grid({"p": (1, 2), "q": (1, 2), "x1": range(32)}, None), 0, 32
+        ),
+        ("p", "q", "x1"), _fibonacci_like_terms, start="x0",
+    ),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 2: nested recurrences
+
+
+def _alternating_steps_shape(p: Params, length: int) -> torch.Tensor:
+    first, second = _half_counts(length)
+    return _col(p["d"]) * (_col(p["s1"]) * first + _col(p["s2"]) * second)
+
+
+def _growing_steps_shape(p: Params, length: int) -> torch.Tensor:
+    # steps s, s+c, s+2c, ...: term t = s t + c t(t-1)/2
+    return _col(p["d"]) * (_col(p["s"]) * _positions(length) + _col(p["c"]) * _triangular(length))
+
+
+def _shrinking_steps_shape(p: Params, length: int) -> torch.Tensor:
+    # steps s, s-c, s-2c, ...: term t = s t - c t(t-1)/2
+    return _col(p["d"]) * (_col(p["s"]) * _positions(length) - _col(p["c"]) * _triangular(length))
+
+
+def _block_shape(width: int) -> TermsFn:
+    """Each value held for ``width`` terms; ``k`` terms of the first block already passed."""
+
+    def shape(p: Params, length: int) -> torch.Tensor:
+        return _col(p["d"] * p["s"]) * ((_positions(length) + _col(p["k"])) // width)
+
+    return shape
+
+
+@functools.cache
+def _powers(length: int, top: int = 8) -> torch.Tensor:
+    """``(top, L)``: ``r^t mod 256`` for ``r`` in ``0..top-1``."""
+    r = torch.arange(top).view(top, 1)
+    out = torch.ones(top, length, dtype=torch.int64)
+    for t in range(1, length):
+        out[:, t] = out[:, t - 1] * r[:, 0] % VOCAB
+    return out
+
+
+def _geometric_terms(p: Params, length: int) -> torch.Tensor:
+    return _col(p["a"]) * _powers(length)[p["r"]]
+
+
+@functools.cache
+def _alternating_powers(length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f^ceil(t/2)`` and ``f^floor(t/2)`` mod 256 for ``f`` in 0..7, each ``(8, L)``."""
+    first, second = _half_counts(length)
+    powers = _powers(length // 2 + 2)
+    return powers[:, first], powers[:, second]
+
+
+def _alternating_factors_terms(p: Params, length: int) -> torch.Tensor:
+    first, second = _alternating_powers(length)
+    return _col(p["a"]) * first[p["f1"]] * second[p["f2"]]
+
+
+# (numerator, denominator) of the two factors, applied alternately, first one first. Each
+# product is at most 1, so the largest term is the first or the second one.
+_RATIONAL_UNORDERED = [((1, 2), (3, 2)), ((1, 2), (4, 3)), ((2, 3), (4, 3)), ((2, 3), (3, 2)),
+                       ((3, 4), (4, 3))]  # fmt: skip
+RATIONAL_PAIRS = tuple(_RATIONAL_UNORDERED + [(f2, f1) for f1, f2 in _RATIONAL_UNORDERED])
+
+
+@functools.cache
+def _rational_orbits(length: int) -> torch.Tensor:
+    """``(P, 256, L)``: the sequence from each start 0..255 for each pair of ``RATIONAL_PAIRS``;
+    ``x_{t+1} = floor(x_t n / d)`` with the factors alternating."""
+    pairs = torch.tensor(RATIONAL_PAIRS, dtype=torch.int64)  # (P, 2 factors, [n, d])
+    x = torch.arange(VOCAB).expand(len(RATIONAL_PAIRS), VOCAB)
+    out = [x]
+    for t in range(1, length):
+        n, d = pairs[:, (t - 1) % 2].unbind(1)
+        out.append(out[-1] * _col(n) // _col(d))
+    return torch.stack(out, -1)  # (P, 256, L)
+
+
+def _start_table(orbits: torch.Tensor) -> torch.Tensor:
+    """Rows ``[index, 1, count]`` for each orbit set ``(P, 256, L)`` whose starts ``1..count``
+    stay in 0..255 (terms grow with the start, so the valid starts are ``1..count``);
+    indices with no valid start are left out."""
+    valid = (orbits[:, 1:] <= VOCAB - 1).all(-1)  # (P, 255) for starts 1..255
+    count = valid.sum(1)
+    assert bool((valid.cumprod(1).sum(1) == count).all()), "valid starts must be a prefix"
+    index = torch.arange(orbits.shape[0])
+    return _with_start(_col(index), 1, count)[count > 0]
+
+
+def _rational_factors_terms(p: Params, length: int) -> torch.Tensor:
+    return _rational_orbits(length)[p["pair"], p["a"]]
+
+
+MIXED_PATTERNS = ((1, 2), (1, 3), (2, 3))  # block lengths, alternating
+
+
+@functools.cache
+def _mixed_blocks(length: int) -> torch.Tensor:
+    """``(len(MIXED_PATTERNS), 5, L)``: the block index of term ``t`` for each pattern and
+    offset ``k`` (``k`` terms of the cycle already passed), counted from term 0's block."""
+    t = _positions(length)
+    out = torch.zeros(len(MIXED_PATTERNS), 5, length, dtype=torch.int64)
+    for i, (m1, m2) in enumerate(MIXED_PATTERNS):
+        period = m1 + m2
+        for k in range(period):
+            u = t + k
+            block = 2 * (u // period) + (u % period >= m1).long()
+            out[i, k] = block - block[0]
+    return out
+
+
+def _mixed_periods_shape(p: Params, length: int) -> torch.Tensor:
+    return _col(p["d"] * p["s"]) * _mixed_blocks(length)[p["pattern"], p["k"]]
+
+
+PHASE_2 = [
+    _offset_family(
+        "alternating_steps", 2,
+        "Steps alternate +s1, +s2 (e.g. 1, 3, 4, 6, 7, 9: +2, +1) with s1 != s2 in 1..8, "
+        "direction d = +1 or -1 (steps -s1, -s2), start a uniform among those in range. "
+        "s1 and s2 being exchangeable, either step comes first.",
+        {"s1": range(1, 9), "s2": range(1, 9), "d": UP_DOWN}, _alternating_steps_shape,
+        keep=lambda s1, s2, d: s1 != s2,
+    ),
+    _offset_family(
+        "growing_steps", 2,
+        "Steps s, s+c, s+2c, ... (e.g. 1, 2, 4, 7, 11) with s in 1..8, c in 1..4, direction "
+        "d = +1 or -1, among the combinations spanning <= 255 (at L = 17 only c = 1; none "
+        "beyond L = 23).",
+        {"s": range(1, 9), "c": range(1, 5), "d": UP_DOWN}, _growing_steps_shape,
+    ),
+    _offset_family(
+        "shrinking_steps", 2,
+        "Steps s, s-c, s-2c, ... (e.g. 1, 5, 8, 10, 11: +4, +3, +2, +1) with c in 1..4, "
+        "s in c+1..16 (so the first two steps go the same way), direction d = +1 or -1. "
+        "Steps keep shrinking past zero: the sequence turns back (a parabola).",
+        {"s": range(1, 17), "c": range(1, 5), "d": UP_DOWN}, _shrinking_steps_shape,
+        keep=lambda s, c, d: s > c,
+    ),
+    _table_family(
+        "geometric", 2, "mod256",
+        "a r^t mod 256 (e.g. 2, 4, 8, 16) with r in 2..7, a in 1..31: the multiplication "
+        "shows before the wrap-around; even r ends in zeros.",
+        lambda length: _with_start(_grid({"r": range(2, 8)}, None), 1, 31),
+        ("r",), _geometric_terms,
+    ),
+    _table_family(
+        "alternating_factors", 2, "mod256",
+        "Factors alternate x f1, x f2 (e.g. 1, 2, 6, 12, 36: x2, x3), mod 256, with "
+        "f1 != f2 in 1..5 (either comes first), a in 1..15.",
+        lambda length: _with_start(
+            _grid({"f1": range(1, 6), "f2": range(1, 6)}, lambda f1, f2: f1 != f2), 1, 15
+        ),
+        ("f1", "f2"), _alternating_factors_terms,
+    ),
+    _table_family(
+        "rational_factors", 2, "exact",
+        "Factors alternate x n1/d1, x n2/d2 with the floor (e.g. 8, 4, 6, 3: x1/2, x3/2): "
+        "the pair (index 'pair' into RATIONAL_PAIRS: 1/2 & 3/2, 1/2 & 4/3, 2/3 & 4/3, "
+        "2/3 & 3/2, 3/4 & 4/3, either first) uniform, then a uniform in 1..floor(255 / first "
+        "factor) so the second term fits (each pair's product is <= 1: it never grows more).",
+        lambda length: _start_table(_rational_orbits(length)),
+        ("pair",), _rational_factors_terms,
+    ),
+    _offset_family(
+        "two_step", 2,
+        "Each value twice, values stepping by s (e.g. 1, 1, 2, 2, 3, 3) with s in 1..8, "
+        "direction d = +1 or -1, offset k in 0..1 in the cycle, start a in range.",
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(2)}, _block_shape(2),
+    ),
+    _offset_family(
+        "three_step", 2,
+        "Each value three times, values stepping by s (e.g. 1, 1, 1, 2, 2, 2) with s in "
+        "1..8, direction d = +1 or -1, offset k in 0..2 in the cycle, start a in range.",
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(3)}, _block_shape(3),
+    ),
+    _offset_family(
+        "mixed_periods", 2,
+        "Values stepping by s held for block lengths alternating m1, m2 (e.g. 1, 2, 2, 3, 4, "
+        "4, 5, 6, 6: blocks 1, 2) with (m1, m2) = MIXED_PATTERNS[pattern] in (1, 2), (1, 3), "
+        "(2, 3), offset k in 0..m1+m2-1 in the cycle (so blocks m2, m1 too), s in 1..8, "
+        "direction d = +1 or -1, start a in range.",
+        {"pattern": range(len(MIXED_PATTERNS)), "k": range(5), "s": range(1, 9), "d": UP_DOWN},
+        _mixed_periods_shape,
+        keep=lambda pattern, k, s, d: k < sum(MIXED_PATTERNS[pattern]),
+    ),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 3: combined, transformed and conditional recurrences
+
+_FIB_MODULI = range(2, 11)
+_LCM = 2520  # lcm(2..10): coefficients reduced mod 2520 stay right mod every m
+
+
+@functools.cache
+def _fibonacci_coefficients(length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients of ``x_0`` and ``x_1`` in term ``t`` of ``x_t = x_{t-1} + x_{t-2}``:
+    ``F(t-1)`` and ``F(t)`` (``F(-1) = 1``), mod 2520, each ``(L,)``."""
+    a, b = [1, 0], [0, 1]
+    for _ in range(2, length):
+        a.append((a[-1] + a[-2]) % _LCM)
+        b.append((b[-1] + b[-2]) % _LCM)
+    return torch.tensor(a[:length]), torch.tensor(b[:length])
+
+
+def _fibonacci_mod_finish(p: Params) -> Params:
+    # j in 1..m^2-1 is a start pair other than (0, 0) (which would stay 0)
+    m, j = p["m"], p["j"]
+    return {"m": m, "x0": j // m, "x1": j % m}
+
+
+def _fibonacci_mod_table(length: int) -> torch.Tensor:
+    m = torch.tensor(_FIB_MODULI).view(-1, 1)
+    return _with_start(m, 1, m[:, 0] ** 2 - 1)
+
+
+def _fibonacci_mod_terms(p: Params, length: int) -> torch.Tensor:
+    a, b = _fibonacci_coefficients(length)
+    return (_col(p["x0"]) * a + _col(p["x1"]) * b) % _col(p["m"])
+
+
+@functools.cache
+def _doubling(length: int) -> torch.Tensor:
+    """``(3, L)``: factor 2 where ``(t + k) % 3 == 2`` (every third term), else 1."""
+    t = _positions(length)
+    return torch.stack([1 + ((t + k) % 3 == 2).long() for k in range(3)])
+
+
+def _double_every_third_terms(p: Params, length: int) -> torch.Tensor:
+    return (_col(p["a"]) + _arith_shape(p, length)) * _doubling(length)[p["k"]]
+
+
+GEOMETRIC_RATIOS = ((1, 2), (2, 3), (3, 4), (4, 5), (5, 4), (4, 3), (3, 2))
+_CAP = 1 << 40  # terms this large are out of range anyway (their parameters are never drawn)
+
+
+@functools.cache
+def _rounded_geometric(length: int, ceil: bool) -> torch.Tensor:
+    """``(R, 256, L)``: ``floor`` (or ``ceil``) of ``a (n/d)^t`` for each ratio of
+    ``GEOMETRIC_RATIOS`` and start ``a`` in 0..255, exactly (Python integers: a float could
+    round 9 (4/3)^2 = 16 to 15.99...), capped at 2^40."""
+    out = torch.empty(len(GEOMETRIC_RATIOS), VOCAB, length, dtype=torch.int64)
+    for i, (n, d) in enumerate(GEOMETRIC_RATIOS):
+        for t in range(length):
+            r = Fraction(n, d) ** t
+            num, den = r.numerator, r.denominator
+            if ceil:
+                col = [min(-(-a * num // den), _CAP) for a in range(VOCAB)]
+            else:
+                col = [min(a * num // den, _CAP) for a in range(VOCAB)]
+            out[i, :, t] = torch.tensor(col)
+    return out
+
+
+def _rounded_geometric_family(name: str, ceil: bool) -> Family:
+    rounding = "ceil" if ceil else "floor"
+
+    def terms(p: Params, length: int) -> torch.Tensor:
+        return _rounded_geometric(length, ceil)[p["ratio"], p["a"]]
+
+    return _table_family(
+        name, 3, "exact",
+        f"{rounding}(a r^t), the exact geometric term rounded (not rounded step by step), with "
+        "r = GEOMETRIC_RATIOS[ratio] in 1/2, 2/3, 3/4, 4/5, 5/4, 4/3, 3/2 (uniform among the "
+        "ratios with some start in range at this length: at L = 17 not 3/2), start a uniform "
+        "in 1..the largest keeping every term <= 255 (255 for r < 1; 7 for 5/4 at L = 17).",
+        lambda length: _start_table(_rounded_geometric(length, ceil)),
+        ("ratio",), terms,
+    )  # fmt: skip
+
+
+@functools.cache
+def _signs(length: int) -> torch.Tensor:
+    t = _positions(length)
+    return torch.stack([1 - 2 * ((t + k) % 2) for k in range(2)])  # (2, L): k = 0: +, -, ...
+
+
+def _alternating_sign_terms(p: Params, length: int) -> torch.Tensor:
+    return 128 + _signs(length)[p["k"]] * (_col(p["a"]) + _arith_shape(p, length))
+
+
+@functools.cache
+def _orbits(length: int, rule: str) -> torch.Tensor:
+    """The sequence of a rule on 0..255 from every start: ``(256, L)`` for an order-1 rule,
+    ``(256 * 256, L)`` (row ``256 x_0 + x_1``, uint8 to keep it at 64 KiB per term) for an
+    order-2 one. The rules are modulo 256, so their orbits stay in 0..255."""
+    if rule == "parity":
+        x = [torch.arange(VOCAB)]
+        for _ in range(1, length):
+            prev = x[-1]
+            x.append(torch.where(prev % 2 == 0, prev + 1, 2 * prev) % VOCAB)
+        return torch.stack(x, 1)
+    if rule == "switch":
+        start = torch.arange(VOCAB * VOCAB)
+        x = [start // VOCAB, start % VOCAB]
+        for _ in range(2, length):
+            prev, cur = x[-2], x[-1]
+            x.append(torch.where(cur > prev, cur - prev, (cur + prev) % VOCAB))
+        return torch.stack(x[:length], 1).to(torch.uint8)
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+def _parity_rule_terms(p: Params, length: int) -> torch.Tensor:
+    return _orbits(length, "parity")[p["a"]]
+
+
+def _switch_rule_terms(p: Params, length: int) -> torch.Tensor:
+    return _orbits(length, "switch")[p["x0"] * VOCAB + p["x1"]].long()
+
+
+PHASE_3 = [
+    _table_family(
+        "fibonacci_mod", 3, "exact",
+        "Fibonacci mod m: x_t = (x_{t-1} + x_{t-2}) mod m (e.g. mod 3: 0, 1, 1, 2, 0, 2, 2, 1) "
+        "with m in 2..10, start pair (x_0, x_1) uniform in 0..m-1 but not (0, 0): every "
+        "window of the Pisano cycle is equally likely.",
+        _fibonacci_mod_table, ("m",), _fibonacci_mod_terms, start="j",
+        finish=_fibonacci_mod_finish,
+    ),
+    _offset_family(
+        "double_every_third", 3,
+        "An arithmetic sequence a + d s t (s in 1..8, direction d = +1 or -1, all terms in "
+        "0..127) with every third term doubled: those with (t + k) % 3 == 2, offset k in 0..2 "
+        "(k = 0 doubles the 3rd, 6th, ...). Terms stay in 0..254.",
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(3)}, _arith_shape,
+        terms=_double_every_third_terms, top=127,
+    ),
+    _rounded_geometric_family("floor_geometric", ceil=False),
+    _rounded_geometric_family("ceil_geometric", ceil=True),
+    _offset_family(
+        "alternating_sign_arithmetic", 3,
+        "128 + (-1)^(t+k) (a + d s t): an arithmetic sequence in 0..127 (s in 1..8, direction "
+        "d = +1 or -1) with alternating signs, shifted into 1..255; k in 0..1 is the sign of "
+        "the first term (k = 0: +).",
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(2)}, _arith_shape,
+        terms=_alternating_sign_terms, top=127,
+    ),
+    _table_family(
+        "parity_rule", 3, "mod256",
+        "x_{t+1} = x_t + 1 if x_t is even, else 2 x_t, mod 256 (e.g. 1, 2, 3, 6, 7, 14), start "
+        "a in 0..255. Every orbit reaches the cycle 254, 255 within 16 steps.",
+        lambda length: _with_start(_grid({}, None), 0, VOCAB), (), _parity_rule_terms,
+    ),
+    _table_family(
+        "switch_rule", 3, "mod256",
+        "Two rules switched by the last step: if it rose (x_t > x_{t-1}) the next term is the "
+        "difference x_t - x_{t-1}, else the sum x_t + x_{t-1} mod 256 (e.g. 3, 5, 2, 7, 5, 12, "
+        "7, 19: sums and differences interleave until a sum wraps around). x_0, x_1 in "
+        "0..255.",
+        lambda length: _with_start(_grid({"x0": range(VOCAB)}, None), 0, VOCAB), ("x0",),
+        _switch_rule_terms, start="x1",
+    ),
+]  # fmt: skip
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in PHASE_1 + PHASE_2 + PHASE_3}
+PHASES: dict[int, list[str]] = {
+    p: [n for n, f in FAMILIES.items() if f.phase == p] for p in (1, 2, 3)
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def get_family(family: Family | str) -> Family:
+    if isinstance(family, Family):
+        return family
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}") from None
+
+
+def _out_of_range(x: torch.Tensor) -> torch.Tensor:
+    # (B, L) -> (B,): any bit above the low 8 set <=> outside 0..255 (negatives included)
+    return (x & ~(VOCAB - 1)).any(1)
+
+
+def generate(family: Family | str, g: torch.Generator, batch: int, length: int) -> torch.Tensor:
+    """``(batch, length)`` int64 terms of ``family`` in 0..255 (see ``Family.range_rule``)."""
+    fam = get_family(family)
+    x = fam.fn(g, batch, length)
+    if fam.range_rule == "mod256":
+        return x % VOCAB  # Python-style remainder: negatives land in 0..255 too
+    if fam.range_rule == "exact":
+        return x
+    bad = _out_of_range(x)
+    if not bool(bad.any()):
+        return x
+    x = x.clone()  # fn may hand out a tensor it still uses
+    for _ in range(MAX_RESAMPLE_ROUNDS):
+        rows = bad.nonzero().squeeze(1)  # (n,) rows still to fix
+        fresh = fam.fn(g, rows.numel(), length)
+        ok = ~_out_of_range(fresh)
+        x[rows[ok]] = fresh[ok]
+        bad[rows[ok]] = False
+        if not bool(bad.any()):
+            return x
+    raise RuntimeError(
+        f"family {fam.name!r}: {int(bad.sum())} of {batch} rows of length {length} still have "
+        f"terms outside 0..255 after {MAX_RESAMPLE_ROUNDS} rounds of resampling; its "
+        "parameter ranges make valid rows too rare"
+    )
+
+
+def _in_range(fam: Family, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``raw (N, L)`` terms brought into 0..255 by ``fam``'s rule, and a mask ``(N,)`` of the
+    rows kept (all but out-of-range rows of a ``resample`` family)."""
+    if fam.range_rule == "mod256":
+        return raw % VOCAB, torch.ones(raw.shape[0], dtype=torch.bool)
+    ok = ~_out_of_range(raw)
+    if fam.range_rule == "exact" and not bool(ok.all()):
+        raise AssertionError(f"family {fam.name!r} is not exact: a term left 0..255")
+    return raw, ok
+
+
+@functools.lru_cache(maxsize=256)
+def family_bank(name: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sequence ``generate(name, ., ., length)`` can give: ``(N, L)`` uint8 (the terms
+    of ``support``; a sequence with several parameter sets appears once per set), and the
+    cumulative probabilities ``(N,)`` float64, ending at exactly 1. Rows of a ``resample``
+    family that leave 0..255 are dropped and the rest renormalised: resampling a row until
+    it is valid draws from that conditional distribution."""
+    fam = FAMILIES[name]
+    if fam.support is None or fam.terms is None:
+        raise ValueError(f"family {name!r} lists no support, so it has no bank")
+    params, prob = fam.support(length)
+    seqs, ok = _in_range(fam, fam.terms(params, length))
+    if not bool(ok.any()):  # as _draw says for generate
+        raise ValueError(
+            f"family {name!r}: no parameters keep a sequence of length {length} inside 0..255"
+        )
+    cdf = prob[ok].cumsum(0)
+    return seqs[ok].to(torch.uint8), cdf / cdf[-1]
+
+
+@functools.lru_cache(maxsize=16)
+def _mixture_bank(names: tuple[str, ...], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The banks of ``names`` stacked, ``(N, L)`` uint8, with one cumulative probability
+    ``(N,)`` float64 where the i-th family's rows cover ``(i, i + 1]``."""
+    banks = [family_bank(n, length) for n in names]
+    seqs = torch.cat([b[0] for b in banks])
+    cdf = torch.cat([i + b[1] for i, b in enumerate(banks)])
+    return seqs, cdf
+
+
+def sample_mixture(
+    g: torch.Generator, names: Sequence[str], weights: Sequence[float] | torch.Tensor | None,
+    batch: int, length: int, bank: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``(seqs (B, L) int64 in 0..255, family_index (B,) int64 into names)``: each row's family
+    drawn from ``names`` with probabilities proportional to ``weights`` (uniform if None).
+
+    With ``bank`` (the default, when every family lists its support) a row is then drawn
+    from its family's bank (``family_bank``: all its sequences at this length, built once and
+    cached), all rows at once: ~7 ops whatever the number of families, instead of ~10 per
+    family, and the same distribution as ``generate``. Without, each family drawn
+    generates its rows with ``generate``, in one call per family."""
+    families = [get_family(n) for n in names]
+    if not families:
+        raise ValueError("names must name at least one family")
+    if weights is None:
+        index = torch.randint(len(families), (batch,), generator=g)
+    else:
+        # checked and summed in Python: a few small tensor ops would cost more
+        w = weights.tolist() if isinstance(weights, torch.Tensor) else [float(x) for x in weights]
+        total = sum(w)
+        if len(w) != len(families) or not min(w) >= 0 or not (math.isfinite(total) and total > 0):
+            raise ValueError(
+                f"weights={weights!r} is invalid: need {len(families)} non-negative finite "
+                "weights with a positive sum"
+            )
+        cdf = list(itertools.accumulate(w))
+        u = torch.rand(batch, generator=g, dtype=torch.float64) * cdf[-1]
+        # right=True: a family of weight 0 owns an empty interval, so it is never drawn
+        index = torch.searchsorted(torch.tensor(cdf, dtype=torch.float64), u, right=True)
+        index = index.clamp_max_(len(families) - 1)  # u rounded up to the total, if ever
+    return generate_rows(g, names, index, length, bank), index
+
+
+def generate_rows(
+    g: torch.Generator, names: Sequence[str], family: torch.Tensor, length: int,
+    bank: bool = True,
+) -> torch.Tensor:  # fmt: skip
+    """``(B, L)`` int64 sequences in 0..255, row ``i`` of family ``names[family[i]]`` for
+    given family indices ``family (B,)`` (``sample_mixture`` after drawing them): from the
+    stacked banks with ``bank`` (when every family lists its support), else one ``generate``
+    call per family present."""
+    if bank and all(isinstance(n, str) and get_family(n).support for n in names):
+        seqs, cdf = _mixture_bank(tuple(names), length)
+        # family i's rows cover (i, i + 1] of cdf: i + u with u uniform in [0, 1) picks one
+        u = family + torch.rand(family.shape[0], generator=g, dtype=torch.float64)
+        return seqs[torch.searchsorted(cdf, u, right=True)].long()
+    families = [get_family(n) for n in names]
+    counts = torch.bincount(family, minlength=len(families)).tolist()
+    chunks = [generate(f, g, n, length) for f, n in zip(families, counts, strict=True) if n]
+    seqs = torch.empty(family.shape[0], length, dtype=torch.int64)
+    # chunks come in family order; rows sorted stably by family receive them in that order
+    seqs[torch.argsort(family, stable=True)] = torch.cat(chunks)
+    return seqs

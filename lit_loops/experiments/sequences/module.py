@@ -1,0 +1,249 @@
+"""The sequence LightningModule: next-term prediction over 0..255 on every prefix, with the
+design document's distance-weighted cross-entropy.
+
+Loss at a position with true next value ``y``::
+
+    ce(logits, y) * (1 + alpha * w(|prediction - y|))
+
+``prediction`` is the expected value under the predicted distribution (``distance_from:
+expected``, the default) or its argmax; ``w`` is ``linear`` (the default), ``quadratic``
+or ``sqrt``; the factor is a weight (no gradient flows through it). ``loss:
+cross_entropy`` is plain cross-entropy. Positions (``positions``): ``all`` prefixes, each
+the same weight, normalised by the number of positions (the document's choice: "include
+all positions"); ``last`` only the full-window prediction; ``weighted`` weights position
+``t`` by ``t + 1`` (more context, more weight). Padding (variable-length data) never
+counts.
+
+Validation (on fresh sequences from a fixed seed) scores the prediction after the full
+window, next to the random predictor's baselines: accuracy (1/256), mean absolute distance
+(85.33) and cross-entropy ``val/ce`` (ln 256 = 5.55), overall, per phase and per family.
+``val/loss`` is the training objective over all positions (early stopping watches it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from lit_loops.checks import check, check_choice, check_data_decided, check_float
+from lit_loops.experiments.sequences.model import EMBEDDINGS, VOCAB, SequenceModel
+from lit_loops.nn import TransformerConfig
+from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+
+LOSSES = ("distance_weighted", "cross_entropy")
+DISTANCE_WEIGHTS = {"linear": lambda d: d, "quadratic": lambda d: d**2, "sqrt": torch.sqrt}
+DISTANCE_FROM = ("expected", "argmax")
+POSITIONS = ("all", "last", "weighted")
+# The random predictor's scores (uniform over 0..255).
+RANDOM_ACC = 1 / VOCAB
+RANDOM_DISTANCE = (VOCAB**2 - 1) / (3 * VOCAB)  # E|U - V| for U, V uniform on 0..255: 85.33
+RANDOM_LOSS = math.log(VOCAB)
+
+
+def sequence_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    loss: str = "distance_weighted",
+    alpha: float = 0.1,
+    distance_weight: str = "linear",
+    distance_from: str = "expected",
+    positions: str = "all",
+) -> torch.Tensor:
+    """``logits (B, T, 256)``, ``target (B, T)`` long, ``valid (B, T)`` bool -> scalar."""
+    ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T)
+    if loss == "distance_weighted":
+        with torch.no_grad():
+            if distance_from == "expected":
+                values = torch.arange(VOCAB, device=logits.device, dtype=logits.dtype)
+                pred = logits.softmax(-1) @ values  # (B, T) expected value
+            else:
+                pred = logits.argmax(-1).to(logits.dtype)
+            distance = (pred - target.to(logits.dtype)).abs()
+            factor = 1 + alpha * DISTANCE_WEIGHTS[distance_weight](distance)
+        ce = ce * factor
+    weight = valid.to(ce.dtype)  # (B, T)
+    if positions == "last":  # the last valid position of every row
+        last = valid.long().cumsum(1).argmax(1, keepdim=True)  # (B, 1)
+        weight = torch.zeros_like(weight).scatter_(1, last, 1.0)
+    elif positions == "weighted":
+        weight = weight * torch.arange(1, ce.shape[1] + 1, device=ce.device, dtype=ce.dtype)
+    return (ce * weight).sum() / weight.sum()
+
+
+class SequenceModule(OptimizerFromHparams, L.LightningModule):
+    """Next-term prediction (see the module docs).
+
+    Args:
+        max_len: positions (set from the data: the window + 1 terms).
+        family_names, family_phases: the families and their phases (set from the data),
+            for the per-family and per-phase metrics.
+        embedding: ``tuple`` (default), ``learned`` or ``binary`` (see ``model.py``).
+        d_model, n_layers, n_heads, d_ff, dropout, activation (``gelu``, ``relu``,
+            ``swish``): the causal blocks. The document's setting is ``d_model = 2``
+            (the tuple itself), 2-3 layers, 1-2 heads, feed-forward 32-128, no dropout.
+        loss, alpha, distance_weight, distance_from, positions: see ``sequence_loss``.
+        optimizer, lr, betas, eps, weight_decay, warmup_steps, schedule, min_lr: AdamW
+            (0.9, 0.999), eps 1e-8, weight decay 0.01, 5000 warmup steps, cosine to 1e-6
+            by default (see ``lit_loops.optim``). Gradient clipping is the trainer's
+            (``gradient_clip_val`` 1.0, ``gradient_clip_algorithm`` norm or value).
+    """
+
+    def __init__(
+        self,
+        max_len: int | None = None,
+        family_names: list[str] | None = None,
+        family_phases: list[int] | None = None,
+        embedding: str = "tuple",
+        d_model: int = 2,
+        n_layers: int = 2,
+        n_heads: int = 1,
+        d_ff: int = 32,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        loss: str = "distance_weighted",
+        alpha: float = 0.1,
+        distance_weight: str = "linear",
+        distance_from: str = "expected",
+        positions: str = "all",
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        momentum: float = 0.9,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 5000,
+        schedule: str = "cosine",
+        min_lr: float = 1e-6,
+        restart_steps: int = 2000,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 3,
+    ) -> None:
+        super().__init__()
+        check_data_decided(max_len=max_len)
+        check(
+            family_names is not None
+            and family_phases is not None
+            and len(family_names) == len(family_phases),
+            "family_names",
+            family_names,
+            "is set from the DataModule (with family_phases); pass both when building by hand",
+        )
+        check_choice("embedding", embedding, EMBEDDINGS)
+        check_choice("loss", loss, LOSSES)
+        check_float("alpha", alpha, 0.0)
+        check_choice("distance_weight", distance_weight, DISTANCE_WEIGHTS)
+        check_choice("distance_from", distance_from, DISTANCE_FROM)
+        check_choice("positions", positions, POSITIONS)
+        check_float("eps", eps, 0.0, low_inclusive=False)
+        check_adamw_args(lr, betas, weight_decay, warmup_steps)
+        check_schedule_args(
+            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
+        )
+        check_float("min_lr", min_lr, 0.0, lr)
+        self.save_hyperparameters()
+        cfg = TransformerConfig(
+            vocab_size=VOCAB,
+            max_seq_len=max_len,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_mlp=d_ff,
+            activation=activation,
+            dropout=dropout,
+            causal=True,
+        )
+        self.model = SequenceModel(cfg, embedding)
+        self.families = list(family_names)
+        self.phases = sorted(set(family_phases))
+        self.family_phase = torch.tensor(family_phases)
+        # after the full window, per family: accuracy, distance; and the val loss
+        self.val_loss = torchmetrics.MeanMetric()
+        self.val_acc = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
+        self.val_distance = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
+        self.val_ce = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """See ``SequenceModel.generate`` (greedy by default, beam, sample; KV-cached)."""
+        return self.model.generate(prompt, max_new_tokens, **kwargs)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss and the logits ``(B, T, 256)`` (input: all terms but the last)."""
+        hp = self.hparams
+        seq, valid = batch["seq"], batch["valid"]
+        logits = self(seq[:, :-1])
+        value = sequence_loss(
+            logits,
+            seq[:, 1:],
+            valid[:, 1:],
+            hp.loss,
+            hp.alpha,
+            hp.distance_weight,
+            hp.distance_from,
+            hp.positions,
+        )
+        return value, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["seq"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits = self.loss(batch)
+        seq, valid, family = batch["seq"], batch["valid"], batch["family"]
+        B = seq.shape[0]
+        self.val_loss(loss, weight=B)
+        last = valid[:, 1:].long().cumsum(1).argmax(1)  # (B,) the prediction after the window
+        final = logits[torch.arange(B), last]  # (B, 256) after the full window
+        true = seq[:, 1:].gather(1, last[:, None]).squeeze(1)
+        pred = final.argmax(-1)
+        correct, distance = (pred == true).float(), (pred - true).abs().float()
+        ce = F.cross_entropy(final, true, reduction="none")
+        for f in family.unique().tolist():
+            rows = family == f
+            self.val_acc[f](correct[rows])
+            self.val_distance[f](distance[rows])
+            self.val_ce[f](ce[rows])
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=B)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = torch.stack([m.compute() for m in self.val_acc])  # (F,)
+        distance = torch.stack([m.compute() for m in self.val_distance])
+        ce = torch.stack([m.compute() for m in self.val_ce])
+        for metric in (*self.val_acc, *self.val_distance, *self.val_ce):
+            metric.reset()
+        # families are equally represented in validation: plain means over families (nan:
+        # a family no batch held, e.g. under fast_dev_run or limit_val_batches)
+        logs = {
+            "val/acc": acc.nanmean(),
+            "val/distance": distance.nanmean(),
+            "val/ce": ce.nanmean(),
+        }
+        phase_of = self.family_phase.to(acc.device)
+        for p in self.phases:
+            logs[f"val/acc_phase{p}"] = acc[phase_of == p].nanmean()
+            logs[f"val/distance_phase{p}"] = distance[phase_of == p].nanmean()
+            logs[f"val/ce_phase{p}"] = ce[phase_of == p].nanmean()
+        for name, a, d, c in zip(self.families, acc, distance, ce, strict=True):
+            logs[f"val_family/acc_{name}"] = a
+            logs[f"val_family/distance_{name}"] = d
+            logs[f"val_family/ce_{name}"] = c
+        logs |= {
+            "val/random_acc": RANDOM_ACC,
+            "val/random_distance": RANDOM_DISTANCE,
+            "val/random_loss": RANDOM_LOSS,
+        }
+        self.log_dict(logs)
