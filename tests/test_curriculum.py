@@ -83,3 +83,13 @@ def test_curriculum_log_reports_the_mix(in_tmp):
               "--trainer.fast_dev_run=true", "--model.init_args.n_layers=1")  # fmt: skip
     metrics = run.trainer.callback_metrics
     assert float(metrics["curriculum/copy"]) == 1.0 and float(metrics["curriculum/step"]) == 0.0
+
+
+def test_replay_keeps_the_finished_phases_in_the_mix():
+    schedule = PhaseSchedule(["a", "b", "c"], [100, 100], "jump", replay=0.4)
+    assert schedule.mix(99).tolist() == [1.0, 0.0, 0.0]  # nothing finished yet
+    assert schedule.mix(100).tolist() == pytest.approx([0.4, 0.6, 0.0])
+    assert schedule.mix(250).tolist() == pytest.approx([0.2, 0.2, 0.6])
+    assert sum(schedule.mix(10**6).tolist()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="replay=1.0 is invalid"):
+        PhaseSchedule(["a", "b"], [10], replay=1.0)

@@ -154,3 +154,4 @@ def test_sequence_loss_falls(in_tmp):
     print({k: round(v.item(), 3) for k, v in metrics.items() if k.startswith("val/")})
     assert metrics["val/ce"] < 5.545 - 0.5
     assert metrics["val/distance"] < 85.33 / 4
+    assert metrics["val/acc"] > 20 / 256

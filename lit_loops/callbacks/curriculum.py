@@ -15,7 +15,9 @@ Anything with ``current(step) -> dict[str, float]`` is a curriculum to ``Curricu
 The phases follow each other: phase ``k`` starts at ``sum(phase_steps[:k])``. With
 ``transition="jump"`` the mix switches at once; with ``"linear"`` (the default) it moves
 linearly from phase ``k`` to ``k+1`` over ``transition_steps`` steps centred on the
-boundary, so the two overlap.
+boundary, so the two overlap. ``replay`` keeps the finished phases in the mix: once phase
+``k >= 1`` is under way, that share of every batch is drawn uniformly from phases
+``0..k-1`` (0, the default, drops them, and a model may forget them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_loops.checks import check, check_choice, check_int
+from lit_loops.checks import check, check_choice, check_float, check_int
 
 
 class PhaseSchedule:
@@ -35,6 +37,7 @@ class PhaseSchedule:
         phase_steps: the length of every phase but the last (which runs on), in steps.
         transition: ``linear`` (overlapping, the default) or ``jump``.
         transition_steps: width of each linear transition (ignored for ``jump``).
+        replay: share of each batch given back to the finished phases (see above).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class PhaseSchedule:
         phase_steps: list[int],
         transition: str = "linear",
         transition_steps: int = 0,
+        replay: float = 0.0,
     ) -> None:
         check(len(names) >= 1, "names", names, "must name at least one phase")
         check(
@@ -55,6 +59,7 @@ class PhaseSchedule:
             check_int("phase_steps", length, min_value=1)
         check_choice("transition", transition, ("linear", "jump"))
         check_int("transition_steps", transition_steps, min_value=0)
+        check_float("replay", replay, 0.0, 1.0, high_inclusive=False)
         if transition == "linear" and phase_steps:
             check(
                 transition_steps <= min(phase_steps),
@@ -65,6 +70,7 @@ class PhaseSchedule:
         self.names = list(names)
         self.boundaries = [sum(phase_steps[: k + 1]) for k in range(len(phase_steps))]
         self.width = transition_steps if transition == "linear" else 0
+        self.replay = replay
 
     def position(self, step: int) -> float:
         """A continuous phase index: ``k`` inside phase ``k``, fractional in a transition."""
@@ -83,6 +89,9 @@ class PhaseSchedule:
         mix[k] = 1.0 - frac
         if frac > 0:
             mix[k + 1] = frac
+        if self.replay > 0 and k >= 1:  # phases 0..k-1 are finished
+            mix = mix * (1 - self.replay)
+            mix[:k] += self.replay / k
         return mix
 
     def current(self, step: int) -> dict[str, float]:

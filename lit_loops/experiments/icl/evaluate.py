@@ -141,16 +141,19 @@ def plot(curves: dict[str, tuple], x, xlabel: str, title: str, path: Path, mark=
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    floor = 1e-5  # log axis: exact predictions (least squares) are drawn at the floor
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, (mean, lo, hi) in curves.items():
         style = "-" if not name.startswith(("standard", "looped")) else "-o"
-        (line,) = ax.plot(x, mean.numpy(), style, label=name, markersize=3)
-        ax.fill_between(x, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.2)
+        mean, lo, hi = (t.clamp(min=floor).numpy() for t in (mean, lo, hi))
+        (line,) = ax.plot(x, mean, style, label=name, markersize=3)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
     if mark is not None:
         ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
-    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor / 2)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("squared error / normaliser")
+    ax.set_ylabel(f"squared error / normaliser (floor {floor:g})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

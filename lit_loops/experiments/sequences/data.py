@@ -90,7 +90,8 @@ class SequenceDataModule(L.LightningDataModule):
             (``PhaseSchedule``): the lengths of phases 1 and 2 in steps, ``linear``
             (overlapping, the default) or ``jump``, and the width of each transition.
             With families from fewer phases, give the lengths of those phases but the
-            last.
+            last. ``replay``: the share of each batch drawn from the finished phases
+            (0, the document's schedule, drops them).
         val_per_family: validation sequences per family (full length, from ``val_seed``).
         seed, val_seed, num_workers: as in every DataModule here.
     """
@@ -105,6 +106,7 @@ class SequenceDataModule(L.LightningDataModule):
         phase_steps: list[int] | None = None,
         transition: str = "linear",
         transition_steps: int = 1000,
+        replay: float = 0.0,
         val_per_family: int = 100,
         seed: int = 0,
         val_seed: int = 12345,
@@ -126,7 +128,11 @@ class SequenceDataModule(L.LightningDataModule):
         present = sorted({FAMILIES[n].phase for n in names})
         phase_steps = [2000, 4000][: len(present) - 1] if phase_steps is None else phase_steps
         self.schedule = PhaseSchedule(
-            [PHASE_NAMES[p - 1] for p in present], list(phase_steps), transition, transition_steps
+            [PHASE_NAMES[p - 1] for p in present],
+            list(phase_steps),
+            transition,
+            transition_steps,
+            replay,
         )
         self.curriculum = self.schedule  # logged by CurriculumLog
         self.names, self.present = names, present
