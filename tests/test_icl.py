@@ -297,9 +297,9 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     zero_mean = results["standard"]["zero"][0]
     assert 0.6 < zero_mean.mean() < 1.4  # the normaliser makes the zero predictor ~1
     (label,) = results["loops"]  # only the looped model has a loop curve
-    assert label.startswith("looped L1 b12")
+    assert label.startswith("looped L1 b18")
     loop_mean, _, _ = results["loops"][label]
-    assert len(loop_mean) == 48  # 4b
+    assert len(loop_mean) == 72  # 4b
     assert (in_tmp / "eval" / "loops.csv").exists() and (in_tmp / "eval" / "loops.png").exists()
 
 

@@ -220,9 +220,11 @@ class SequenceModule(OptimizerFromHparams, L.LightningModule):
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=B)
 
     def on_validation_epoch_end(self) -> None:
-        acc = torch.stack([m.compute() for m in self.val_acc])  # (F,)
-        distance = torch.stack([m.compute() for m in self.val_distance])
-        ce = torch.stack([m.compute() for m in self.val_ce])
+        def per_family(metrics) -> torch.Tensor:  # (F,), nan for a family never seen
+            nan = torch.tensor(float("nan"), device=self.device)
+            return torch.stack([m.compute() if m.update_count else nan for m in metrics])
+
+        acc, distance, ce = (per_family(m) for m in (self.val_acc, self.val_distance, self.val_ce))
         for metric in (*self.val_acc, *self.val_distance, *self.val_ce):
             metric.reset()
         # families are equally represented in validation: plain means over families (nan:
