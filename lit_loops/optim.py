@@ -188,8 +188,8 @@ class OptimizerFromHparams:
             warmup_steps=hp.warmup_steps,
             max_steps=trainer.max_steps if trainer is not None else -1,
             restart_steps=hp.restart_steps,
-            plateau_factor=hp.plateau_factor,
-            plateau_patience=hp.plateau_patience,
+            plateau_factor=hp.get("plateau_factor", 0.5),
+            plateau_patience=hp.get("plateau_patience", 3),
             val_every=every if isinstance(every, int) else 1,
             min_lr=hp.get("min_lr", 0.0),  # optional hparams: not every module has them
             eps=hp.get("eps", 1e-8),

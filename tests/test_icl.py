@@ -201,6 +201,16 @@ def test_loop_curriculum_and_test_time_loops():
     assert tiny(False).curriculum is None
 
 
+def test_extra_loops_are_drawn_per_step_past_the_curriculum():
+    model = tiny(True, loops=6, loop_window=2, loops_start=6, loops_extra=4)
+    draws = []
+    for step in range(40):
+        draws.append(model.train_loops_at(step))
+    assert set(draws) == {6, 7, 8, 9, 10}  # b + U{0..4}
+    assert draws == [model.train_loops_at(s) for s in range(40)]  # seeded by the step
+    assert tiny(True, loops=6, loops_start=6).train_loops_at(3) == 6  # none by default
+
+
 def test_the_cpu_looped_model_has_at_most_an_eighth_of_the_standard_models_parameters():
     from lit_loops.cli import LitLoopsCLI
 

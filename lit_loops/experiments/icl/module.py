@@ -68,6 +68,10 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         loops_start, loops_increment, loops_every: the loop curriculum; ``loops_start``
             None starts at ``loop_window`` (Yang et al.), capped at ``loops``.
         eval_loops: loops at validation (None: ``loops``).
+        loops_extra: each training step runs ``b + U{0..loops_extra}`` loops (the draw
+            seeded by the step, so a resumed run repeats it), the window still the last T:
+            the loss then sees loops past ``b``, which trains the output to stay put when
+            the model is looped longer at test time (0: always ``b``).
         optimizer, lr, betas, weight_decay, warmup_steps, schedule: see ``lit_loops.optim``
             (the papers: Adam, 1e-4, constant).
     """
@@ -88,6 +92,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         loops_increment: int = 2,
         loops_every: int = 500,
         eval_loops: int | None = None,
+        loops_extra: int = 0,
         optimizer: str = "adam",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -105,6 +110,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         check_positive_int("loop_window", loop_window)
         if eval_loops is not None:
             check_positive_int("eval_loops", eval_loops)
+        check_int("loops_extra", loops_extra, min_value=0)
         check_adamw_args(lr, betas, weight_decay, warmup_steps)
         check_schedule_args(
             optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
@@ -137,7 +143,18 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         return sum(p.numel() for p in self.model.parameters())
 
     def train_loops(self) -> int:
-        return 1 if self.curriculum is None else self.curriculum.value(self.global_step)
+        return self.train_loops_at(self.global_step)
+
+    def train_loops_at(self, step: int) -> int:
+        """The loop count b of training step ``step``: the curriculum's, plus the extra."""
+        if self.curriculum is None:
+            return 1
+        b = self.curriculum.value(step)
+        extra = self.hparams.get("loops_extra", 0)
+        if extra:  # seeded by the step: the same draw on every rank and after a resume
+            g = torch.Generator().manual_seed(step)
+            b += int(torch.randint(extra + 1, (), generator=g))
+        return b
 
     def predict(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None):
         """``(B, n, d), (B, n) -> (B, n)``: each ``y_i`` predicted from the examples before

@@ -1,0 +1,1 @@
+"""Byte-level language modelling with a Block-Recurrent Transformer."""

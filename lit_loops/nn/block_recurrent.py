@@ -1,0 +1,661 @@
+"""The Block-Recurrent Transformer (Hutchins et al. 2022), with the interface of the
+``block-recurrent-transformer-pytorch`` package (seed 004), written for this suite.
+
+A sequence is read block by block (``block_width`` tokens). In every layer, a block's
+tokens attend causally to each other and to the XL memory: the previous block's keys and
+values (plus, with ``use_compressed_mem``, older blocks compressed ``compressed_mem_factor``
+times by a strided convolution). Keys and values are single-headed (multi-query attention,
+Shazeer 2019), positions are rotary (xPos as an option).
+
+Recurrent layers also hold ``num_state_vectors`` state vectors. A block's tokens read them
+(cross-attention, at the recurrent layer or at an earlier ``read_recurrent_layers`` layer);
+after the block, the states attend to themselves and to the block's keys/values, and the
+result is folded in through a gate: the fixed simple gate (a learned moving average,
+``new = a * z + (1 - a) * old``) or an LSTM-style input/forget gate. States and memories
+change only when a block is complete, so a trailing partial block reads but never writes;
+this makes token-by-token decoding with ``RecurrentCache`` equal the full forward.
+
+All attention goes through ``F.scaled_dot_product_attention``; with single-headed keys the
+heads are folded into the query axis (``(B, H, n, Dh) -> (B, 1, H*n, Dh)``), one kernel call
+per attention with no copies of the keys. ``use_flash_attn`` selects SDPA's fused kernels
+(flash on CPU and GPU); off, SDPA's math backend (the reference implementation).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from lit_loops.checks import check, check_choice, check_int, check_positive_int
+
+GATES = ("fixed", "lstm")
+
+
+def multi_query_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``q (B, H, n, Dh)`` against single-headed ``k, v (B, m, Dh)`` -> ``(B, H, n, Dh)``.
+
+    ``mask`` (n, m) bool, True = may attend. All heads share the keys, so the heads are
+    folded into the query axis: one SDPA call on ``(B, 1, H*n, Dh)``.
+    """
+    B, H, n, Dh = q.shape
+    q = q.reshape(B, 1, H * n, Dh)
+    if mask is not None:
+        mask = mask.repeat(H, 1)  # (H*n, m): the same rows for every head
+    out = F.scaled_dot_product_attention(q, k[:, None], v[:, None], attn_mask=mask, scale=scale)
+    return out.view(B, H, n, Dh)
+
+
+def causal_mask(n: int, m: int, device: torch.device) -> torch.Tensor | None:
+    """Query i of the last ``n`` of ``m`` positions sees keys ``0 .. m - n + i``: (n, m)."""
+    if n == 1:
+        return None  # the newest token sees everything
+    return torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding; with ``xpos``, the length-extrapolating scaling of
+    Sun et al. 2022 (queries scaled by ``s**p``, keys by ``s**-p``: still relative)."""
+
+    def __init__(self, dim_head: int, xpos: bool = False, xpos_scale_base: int = 512) -> None:
+        super().__init__()
+        half = torch.arange(0, dim_head, 2).float()
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (half / dim_head)), persistent=False)
+        self.register_buffer(
+            "xpos_base", (half + 0.4 * dim_head) / (1.4 * dim_head), persistent=False
+        )
+        self.xpos = xpos
+        self.xpos_scale_base = xpos_scale_base
+
+    def tables(self, start: int, end: int):
+        """cos, sin, scale for positions ``start .. end-1``: each (end - start, Dh)."""
+        pos = torch.arange(start, end, device=self.inv_freq.device, dtype=torch.float32)
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        freqs = torch.cat([freqs, freqs], dim=-1)
+        scale = None
+        if self.xpos:
+            scale = self.xpos_base[None, :] ** (pos[:, None] / self.xpos_scale_base)
+            scale = torch.cat([scale, scale], dim=-1)
+        return freqs.cos(), freqs.sin(), scale
+
+    @staticmethod
+    def apply(t: torch.Tensor, tables, key: bool = False) -> torch.Tensor:
+        """Rotates ``t (..., n, Dh)`` by the tables of its n positions."""
+        cos, sin, scale = tables
+        t1, t2 = t.chunk(2, dim=-1)
+        out = t * cos + torch.cat([-t2, t1], dim=-1) * sin
+        if scale is not None:
+            out = out / scale if key else out * scale
+        return out
+
+
+class QKNorm(nn.Module):
+    """l2-normalised queries and keys with learned per-channel scales (the reference's
+    ``qk_rmsnorm``; the paper uses cosine attention in its recurrent layers)."""
+
+    scale = 8.0  # the softmax temperature for unit-length q, k
+
+    def __init__(self, dim_head: int) -> None:
+        super().__init__()
+        self.q_scale = nn.Parameter(torch.ones(dim_head))
+        self.k_scale = nn.Parameter(torch.ones(dim_head))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor):
+        return F.normalize(q, dim=-1) * self.q_scale, F.normalize(k, dim=-1) * self.k_scale
+
+
+class FeedForward(nn.Sequential):
+    """Pre-LN GEGLU feed-forward (inner width ``mult * dim * 2/3``, bias-free)."""
+
+    def __init__(self, dim: int, mult: float = 4) -> None:
+        inner = int(dim * mult * 2 / 3)
+        super().__init__(
+            nn.LayerNorm(dim, bias=False),
+            nn.Linear(dim, 2 * inner, bias=False),
+            _GEGLU(),
+            nn.Linear(inner, dim, bias=False),
+        )
+
+
+class _GEGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = x.chunk(2, dim=-1)
+        return F.gelu(gate) * x
+
+
+class StateCell(nn.Module):
+    """The recurrent states of one layer: how tokens read them and how a block updates
+    them. ``prepare`` runs once per block; ``read`` at the reading layer; ``write`` after
+    the block, from the block's keys/values at the writing layer."""
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, num_state_vectors: int, gate: str
+    ) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.init_state = nn.Parameter(torch.randn(num_state_vectors, dim) * 0.1)
+        # added after the LayerNorm: the states are otherwise interchangeable
+        self.state_pos = nn.Parameter(torch.randn(num_state_vectors, dim))
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.state_kv = nn.Linear(dim, 2 * dim_head, bias=False)
+        self.token_q = nn.Linear(dim, inner, bias=False)  # tokens -> states
+        self.self_q = nn.Linear(dim, inner, bias=False)  # states -> states
+        self.cross_q = nn.Linear(dim, inner, bias=False)  # states -> block
+        self.qk_read, self.qk_self, self.qk_cross = (QKNorm(dim_head) for _ in range(3))
+        self.out = nn.Linear(2 * inner, dim, bias=False)
+        self.gate = gate
+        if gate == "fixed":
+            self.to_z = nn.Linear(dim, dim)
+            self.ema_logit = nn.Parameter(torch.randn(dim) * 0.1)
+        else:  # lstm: z = tanh(Wz h), i = sigmoid(Wi h), f = sigmoid(Wf h + 1)
+            self.to_gates = nn.Linear(dim, 3 * dim)
+            with torch.no_grad():
+                self.to_gates.bias[2 * dim :].fill_(1.0)  # start by remembering
+
+    def initial(self, batch: int) -> torch.Tensor:
+        return self.init_state.expand(batch, -1, -1)  # (B, S, D)
+
+    def prepare(self, states: torch.Tensor) -> tuple:
+        """states (B, S, D) -> what reads and the write need: normed states and their
+        single-headed keys/values (B, S, Dh)."""
+        normed = self.norm(states) + self.state_pos
+        k, v = self.state_kv(normed).chunk(2, dim=-1)
+        return states, normed, k, v
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, n, _ = x.shape  # (B, n, H*Dh) -> (B, H, n, Dh)
+        return x.view(B, n, self.heads, self.dim_head).transpose(1, 2)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:
+        B, H, n, Dh = x.shape  # (B, H, n, Dh) -> (B, n, H*Dh)
+        return x.transpose(1, 2).reshape(B, n, H * Dh)
+
+    def read(self, h: torch.Tensor, prepared: tuple) -> torch.Tensor:
+        """Normed tokens h (B, n, D) attend to the states -> (B, n, H*Dh)."""
+        _, _, k, v = prepared
+        q, k = self.qk_read(self._heads(self.token_q(h)), k)
+        return self._merge(multi_query_attention(q, k, v, scale=QKNorm.scale))
+
+    def write(self, prepared: tuple, block_k: torch.Tensor, block_v: torch.Tensor):
+        """The states after a block whose keys/values (B, w, Dh) are given: (B, S, D)."""
+        states, normed, k, v = prepared
+        q_self, k_self = self.qk_self(self._heads(self.self_q(normed)), k)
+        q_cross, k_cross = self.qk_cross(self._heads(self.cross_q(normed)), block_k)
+        h = torch.cat(
+            [
+                multi_query_attention(q_self, k_self, v, scale=QKNorm.scale),
+                multi_query_attention(q_cross, k_cross, block_v, scale=QKNorm.scale),
+            ],
+            dim=-1,
+        )  # (B, H, S, 2*Dh)
+        h = self.out(self._merge(h))  # (B, S, 2*H*Dh) -> (B, S, D)
+        if self.gate == "fixed":
+            a = torch.sigmoid(self.ema_logit)
+            return a * self.to_z(h) + (1 - a) * states
+        z, i, f = self.to_gates(h).chunk(3, dim=-1)
+        return torch.sigmoid(f) * states + torch.sigmoid(i) * torch.tanh(z)
+
+
+class BlockRecurrentLayer(nn.Module):
+    """Pre-LN multi-query attention over [XL memory, block] (+ state reads), then GEGLU."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        ff_mult: float,
+        qk_norm: bool,
+        num_reads: int,
+    ) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim_head, bias=False)
+        self.qk_norm = QKNorm(dim_head) if qk_norm else None
+        self.to_out = nn.Linear(inner * (1 + num_reads), dim, bias=False)
+        self.ff = FeedForward(dim, ff_mult)
+
+
+class RecurrentCache:
+    """Where a stream of tokens stands: per layer the XL memory (pre-rotary, ``(2, B, M,
+    Dh)``), the current block's keys (rotated) / values so far, and the recurrent states.
+
+    The full forward and cached decoding both run through it: ``forward`` feeds whole
+    blocks, ``generate`` one token at a time.
+    """
+
+    def __init__(self, memories: list, states: list) -> None:
+        self.memories = memories  # per layer: (2, B, M, Dh) or None
+        self.states = states  # per recurrent layer: (B, S, D)
+        self.filled = 0  # tokens of the current block seen so far
+        self.keys: list = []  # per layer: (B, M + filled, Dh), rotated
+        self.values: list = []  # per layer: (B, M + filled, Dh)
+        self.block_k: list = []  # per layer: (B, filled, Dh), pre-rotary (for memory, writes)
+        self.prepared: list = []  # per recurrent layer: StateCell.prepare(states)
+
+    @property
+    def memory_length(self) -> int:
+        m = self.memories[0]
+        return 0 if m is None else m.shape[2]
+
+
+class BlockRecurrentTransformer(nn.Module):
+    """Byte/token language model; ``out, mems, states = model(seq, xl_memories=mems,
+    states=states)`` carries memories and states from one call to the next (returned
+    detached); ``return_loss=True`` returns the mean next-token cross-entropy instead of
+    the logits (``seq`` then holds one token more than it predicts).
+
+    Args (the package's): num_tokens; dim; depth; dim_head; heads; ff_mult; max_seq_len
+    (the longest ``seq`` one call takes, a multiple of ``block_width``); block_width;
+    num_state_vectors (None: ``block_width``); recurrent_layers (1-based, None: the middle
+    layer ``max(1, depth // 2)``; empty: none, a Transformer-XL); read_recurrent_layers (where each recurrent layer's
+    states are read, <= its layer; None: the same layer); use_compressed_mem and
+    compressed_mem_factor; use_flash_attn (SDPA's fused kernels; off: its math backend).
+    Ours: use_xpos (xPos scaling on the rotary positions), gate (``"fixed"``, the paper's
+    best, or ``"lstm"``), all_layers_qk_norm (the reference normalises q/k in recurrent
+    layers only), ignore_index.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int = 256,
+        dim: int = 512,
+        depth: int = 6,
+        dim_head: int = 64,
+        heads: int = 8,
+        ff_mult: float = 4,
+        max_seq_len: int = 1024,
+        block_width: int = 512,
+        num_state_vectors: int | None = None,
+        recurrent_layers: tuple[int, ...] | list[int] | None = None,
+        read_recurrent_layers: tuple[int, ...] | list[int] | None = None,
+        use_compressed_mem: bool = False,
+        compressed_mem_factor: int = 4,
+        use_flash_attn: bool = True,
+        use_xpos: bool = False,
+        gate: str = "fixed",
+        all_layers_qk_norm: bool = False,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("num_tokens", num_tokens),
+            ("dim", dim),
+            ("depth", depth),
+            ("dim_head", dim_head),
+            ("heads", heads),
+            ("max_seq_len", max_seq_len),
+            ("block_width", block_width),
+        ):
+            check_positive_int(name, value)
+        check(dim_head % 2 == 0, "dim_head", dim_head, "must be even (rotary positions)")
+        check(
+            max_seq_len % block_width == 0,
+            "max_seq_len",
+            max_seq_len,
+            f"must be a multiple of block_width={block_width}",
+        )
+        num_state_vectors = block_width if num_state_vectors is None else num_state_vectors
+        check_positive_int("num_state_vectors", num_state_vectors)
+        if recurrent_layers is None:
+            recurrent_layers = (max(1, depth // 2),)
+        recurrent_layers = tuple(recurrent_layers)
+        for layer in recurrent_layers:
+            check_int("recurrent_layers", layer, min_value=1, max_value=depth)
+        check(
+            len(set(recurrent_layers)) == len(recurrent_layers),
+            "recurrent_layers",
+            recurrent_layers,
+            "must not repeat a layer",
+        )
+        if read_recurrent_layers is None:
+            read_recurrent_layers = recurrent_layers
+        read_recurrent_layers = tuple(read_recurrent_layers)
+        check(
+            len(read_recurrent_layers) == len(recurrent_layers)
+            and all(
+                1 <= r <= w for r, w in zip(read_recurrent_layers, recurrent_layers, strict=True)
+            ),
+            "read_recurrent_layers",
+            read_recurrent_layers,
+            f"must pair each of recurrent_layers={recurrent_layers} with a layer 1 .. that layer",
+        )
+        if use_compressed_mem:
+            check_int("compressed_mem_factor", compressed_mem_factor, min_value=2)
+            check(
+                block_width % compressed_mem_factor == 0,
+                "compressed_mem_factor",
+                compressed_mem_factor,
+                f"must divide block_width={block_width}",
+            )
+        check_choice("gate", gate, GATES)
+        self.num_tokens, self.depth = num_tokens, depth
+        self.max_seq_len, self.block_width = max_seq_len, block_width
+        self.use_flash_attn = use_flash_attn
+        self.ignore_index = ignore_index
+        self.use_compressed_mem = use_compressed_mem
+        self.compressed_mem_factor = compressed_mem_factor
+        # 0-based: recurrent layer r writes at write_layer[r] and is read at read_layer[r]
+        self.write_layer = [layer - 1 for layer in recurrent_layers]
+        self.read_layer = [layer - 1 for layer in read_recurrent_layers]
+
+        self.token_emb = nn.Embedding(num_tokens, dim)
+        self.rotary = Rotary(dim_head, xpos=use_xpos)
+        self.layers = nn.ModuleList(
+            BlockRecurrentLayer(
+                dim,
+                heads,
+                dim_head,
+                ff_mult,
+                qk_norm=all_layers_qk_norm or i in self.write_layer,
+                num_reads=self.read_layer.count(i),
+            )
+            for i in range(depth)
+        )
+        self.cells = nn.ModuleList(
+            StateCell(dim, heads, dim_head, num_state_vectors, gate) for _ in recurrent_layers
+        )
+        if use_compressed_mem:
+            # (B, 2*Dh, n) -> (B, 2*Dh, n / factor): keys and values compressed separately
+            self.compressors = nn.ModuleList(
+                nn.Conv1d(
+                    2 * dim_head,
+                    2 * dim_head,
+                    compressed_mem_factor,
+                    stride=compressed_mem_factor,
+                    groups=2,
+                )
+                for _ in range(depth)
+            )
+        self.to_logits = nn.Sequential(
+            nn.LayerNorm(dim, bias=False), nn.Linear(dim, num_tokens, bias=False)
+        )
+
+    # -- what a token can see ---------------------------------------------------------
+    @property
+    def compressed_mem_length(self) -> int:
+        """Compressed memory slots per layer (the reference's ``block_width // 2``)."""
+        return self.block_width // 2 if self.use_compressed_mem else 0
+
+    @property
+    def attention_reach(self) -> int:
+        """How far back (in tokens) a prediction can see without the states: its own
+        block, plus in every layer one XL memory (and what the compressed memory
+        summarises), since layer l's memory holds keys that layer l-1 computed while
+        attending to its own memory (Transformer-XL's receptive field grows with depth).
+        A token at least this far behind the predicting position is out of attention's
+        reach; only the recurrent states can carry it."""
+        w = self.block_width
+        span = w + self.compressed_mem_length * self.compressed_mem_factor
+        return w + self.depth * span
+
+    # -- the stream ---------------------------------------------------------------------
+    def new_cache(self, batch: int, xl_memories=None, states=None) -> RecurrentCache:
+        memories = list(xl_memories) if xl_memories else [None] * self.depth
+        check(
+            len(memories) == self.depth,
+            "xl_memories",
+            f"{len(memories)} layers",
+            f"must hold one memory per layer ({self.depth})",
+        )
+        if states:
+            states = list(states)
+            check(
+                len(states) == len(self.cells),
+                "states",
+                f"{len(states)} tensors",
+                f"must hold one per recurrent layer ({len(self.cells)})",
+            )
+        else:
+            states = [cell.initial(batch) for cell in self.cells]
+        cache = RecurrentCache(memories, states)
+        self._open_block(cache)
+        return cache
+
+    def _open_block(self, cache: RecurrentCache) -> None:
+        """Start a block: rotate the memory's keys (positions 0 .. M-1), prepare states."""
+        M = cache.memory_length
+        cache.filled = 0
+        cache.keys, cache.values, cache.block_k = [], [], []
+        tables = self.rotary.tables(0, M) if M else None
+        for mem in cache.memories:
+            if mem is None:
+                cache.keys.append(None)
+                cache.values.append(None)
+            else:
+                cache.keys.append(Rotary.apply(mem[0], tables, key=True))
+                cache.values.append(mem[1])
+            cache.block_k.append(None)
+        cache.prepared = [cell.prepare(s) for cell, s in zip(self.cells, cache.states, strict=True)]
+
+    def _close_block(self, cache: RecurrentCache) -> None:
+        """A block is complete: states written from its keys/values, memories shifted."""
+        w = self.block_width
+        cache.states = [
+            cell.write(cache.prepared[r], cache.block_k[layer], cache.values[layer][:, -w:])
+            for r, (cell, layer) in enumerate(zip(self.cells, self.write_layer, strict=True))
+        ]
+        cache.memories = [
+            self._next_memory(i, mem, torch.stack([k, v[:, -w:]]))
+            for i, (mem, k, v) in enumerate(
+                zip(cache.memories, cache.block_k, cache.values, strict=True)
+            )
+        ]
+        self._open_block(cache)
+
+    def _next_memory(self, layer: int, mem, new: torch.Tensor) -> torch.Tensor:
+        """[compressed | XL] memory after a block: the block becomes the XL memory; with
+        compression, the XL memory it replaces is compressed onto the compressed part."""
+        if not self.use_compressed_mem or mem is None:
+            return new
+        w = self.block_width
+        old_compressed, old_xl = mem[:, :, :-w], mem[:, :, -w:]
+        two, B, _, Dh = old_xl.shape
+        # (2, B, w, Dh) -> (B, 2*Dh, w) -> conv -> (B, 2*Dh, w/f) -> (2, B, w/f, Dh)
+        x = old_xl.permute(1, 0, 3, 2).reshape(B, 2 * Dh, w)
+        squeezed = self.compressors[layer](x).view(B, 2, Dh, -1).permute(1, 0, 3, 2)
+        compressed = torch.cat([old_compressed, squeezed], dim=2)[
+            :, :, -self.compressed_mem_length :
+        ]
+        return torch.cat([compressed, new], dim=2)
+
+    def _attention_context(self):
+        if self.use_flash_attn:
+            return nullcontext()  # SDPA picks its fused kernels
+        return sdpa_kernel(SDPBackend.MATH)
+
+    def _piece(self, x: torch.Tensor, cache: RecurrentCache) -> torch.Tensor:
+        """Embedded tokens ``x (B, n, D)`` that fit in the current block -> (B, n, D)."""
+        B, n, _ = x.shape
+        start = cache.memory_length + cache.filled  # the first new token's position
+        q_tables = self.rotary.tables(start, start + n)
+        for i, layer in enumerate(self.layers):
+            h = layer.norm(x)
+            q = layer.to_q(h).view(B, n, layer.heads, layer.dim_head).transpose(1, 2)
+            k, v = layer.to_kv(h).chunk(2, dim=-1)  # (B, n, Dh) each, single-headed
+            cache.block_k[i] = (
+                k if cache.block_k[i] is None else torch.cat([cache.block_k[i], k], 1)
+            )
+            k_rot = Rotary.apply(k, q_tables, key=True)
+            if cache.keys[i] is not None:
+                k_rot = torch.cat([cache.keys[i], k_rot], dim=1)
+                v = torch.cat([cache.values[i], v], dim=1)
+            cache.keys[i], cache.values[i] = k_rot, v  # (B, M + filled + n, Dh)
+            q = Rotary.apply(q, q_tables)
+            keys, scale = k_rot, None
+            if layer.qk_norm is not None:
+                q, keys = layer.qk_norm(q, keys)
+                scale = QKNorm.scale
+            out = multi_query_attention(q, keys, v, causal_mask(n, keys.shape[1], x.device), scale)
+            parts = [out.transpose(1, 2).reshape(B, n, -1)]  # (B, n, H*Dh)
+            for r, read_at in enumerate(self.read_layer):
+                if read_at == i:
+                    parts.append(self.cells[r].read(h, cache.prepared[r]))
+            x = x + layer.to_out(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
+            x = x + layer.ff(x)
+        cache.filled += n
+        return x
+
+    def run(self, tokens: torch.Tensor, cache: RecurrentCache) -> torch.Tensor:
+        """Feeds ``tokens (B, n)`` through the stream, block by block -> logits (B, n, V)."""
+        outs = []
+        x = self.token_emb(tokens)
+        with self._attention_context():
+            i = 0
+            while i < x.shape[1]:
+                take = min(self.block_width - cache.filled, x.shape[1] - i)
+                outs.append(self._piece(x[:, i : i + take], cache))
+                i += take
+                if cache.filled == self.block_width:
+                    self._close_block(cache)
+        return self.to_logits(torch.cat(outs, dim=1))
+
+    def forward(
+        self,
+        seq: torch.Tensor,
+        xl_memories: list | None = None,
+        states: list | None = None,
+        return_loss: bool = False,
+    ):
+        """``seq (B, n)`` -> ``(logits (B, n, V) or loss, memories, states)``."""
+        if return_loss:
+            seq, labels = seq[:, :-1], seq[:, 1:]
+        check(
+            seq.dim() == 2 and 0 < seq.shape[1] <= self.max_seq_len,
+            "seq",
+            f"shape {tuple(seq.shape)}",
+            f"must be (batch, n) with 1 <= n <= max_seq_len={self.max_seq_len}"
+            + (" (+1 with return_loss)" if return_loss else ""),
+        )
+        cache = self.new_cache(seq.shape[0], xl_memories, states)
+        logits = self.run(seq, cache)
+        memories = [None if m is None else m.detach() for m in cache.memories]
+        next_states = [s.detach() for s in cache.states]
+        if not return_loss:
+            return logits, memories, next_states
+        loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.ignore_index)
+        return loss, memories, next_states
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prime: torch.Tensor,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        xl_memories: list | None = None,
+        states: list | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``length`` new tokens after ``prime (B, n)``, one at a time through the cache
+        (each token costs one token's work). ``temperature`` 0: greedy."""
+        check_int("length", length, min_value=0)
+        check(temperature >= 0, "temperature", temperature, "must be >= 0")
+        if top_k is not None:
+            check_int("top_k", top_k, min_value=1, max_value=self.num_tokens)
+        was_training = self.training
+        self.eval()
+        cache = self.new_cache(prime.shape[0], xl_memories, states)
+        logits = self.run(prime, cache)[:, -1]
+        out = []
+        for _ in range(length):
+            token = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+            out.append(token)
+            logits = self.run(token, cache)[:, -1]
+        self.train(was_training)
+        return torch.cat(out, dim=1) if out else prime.new_zeros(prime.shape[0], 0)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """logits (B, V) -> tokens (B, 1): greedy at temperature 0, else softmax sampling
+    from the ``top_k`` most likely (all with None)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+
+
+class RecurrentTrainerWrapper(nn.Module):
+    """Trains on samples longer than one call: ``seq (B, k * max_seq_len + 1)`` is split
+    into k segments, memories and states carried (detached: truncated backpropagation
+    through time) from segment to segment, and dropped at random in training
+    (``xl_memories_dropout``, ``state_dropout``: the model must also cope without them).
+    ``forward`` returns the mean of the segments' losses."""
+
+    def __init__(
+        self,
+        transformer: BlockRecurrentTransformer,
+        xl_memories_dropout: float = 0.0,
+        state_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, p in (
+            ("xl_memories_dropout", xl_memories_dropout),
+            ("state_dropout", state_dropout),
+        ):
+            check(0.0 <= p <= 1.0, name, p, "must be a probability in [0, 1]")
+        self.transformer = transformer
+        self.seq_len = transformer.max_seq_len
+        self.xl_memories_dropout = xl_memories_dropout
+        self.state_dropout = state_dropout
+
+    def segments(self, seq: torch.Tensor) -> int:
+        n = seq.shape[1] - 1
+        check(
+            n > 0 and n % self.seq_len == 0,
+            "sample length",
+            seq.shape[1],
+            f"must be a multiple of max_seq_len={self.seq_len}, plus 1",
+        )
+        return n // self.seq_len
+
+    def segment_logits(self, seq: torch.Tensor, generator: torch.Generator | None = None):
+        """Yields ``(logits (B, L, V), targets (B, L), segment index)`` per segment; the
+        carry between segments is detached, so each segment's loss can be backpropagated
+        on its own (the same gradients, one segment's activations in memory)."""
+        memories, states = None, None
+        for s in range(self.segments(seq)):
+            piece = seq[:, s * self.seq_len : (s + 1) * self.seq_len + 1]
+            if self.training:
+                drops = torch.rand(2, generator=generator)
+                if drops[0] < self.xl_memories_dropout:
+                    memories = None
+                if drops[1] < self.state_dropout:
+                    states = None
+            logits, memories, states = self.transformer(piece[:, :-1], memories, states)
+            yield logits, piece[:, 1:], s
+
+    def forward(self, seq: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        losses = [
+            F.cross_entropy(
+                logits.transpose(1, 2), targets, ignore_index=self.transformer.ignore_index
+            )
+            for logits, targets, _ in self.segment_logits(seq, generator)
+        ]
+        return torch.stack(losses).mean()
+
+    def generate(self, prime: torch.Tensor, length: int, **kwargs) -> torch.Tensor:
+        """Generation needs no segments: the cache carries memories and states on."""
+        return self.transformer.generate(prime, length, **kwargs)

@@ -1,0 +1,274 @@
+"""The Block-Recurrent Transformer: shapes for every option, what memories and states
+carry, causality, cached decoding against the full forward, truncated BPTT, the recall
+task's reach, bad settings, and a short run whose loss falls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import CONFIGS, cli
+from lit_loops.experiments.block_recurrent.data import BlockRecurrentDataModule
+from lit_loops.experiments.block_recurrent.module import BlockRecurrentModule
+from lit_loops.nn.block_recurrent import BlockRecurrentTransformer, RecurrentTrainerWrapper
+
+SMALL = dict(
+    num_tokens=64,
+    dim=32,
+    depth=3,
+    dim_head=16,
+    heads=2,
+    max_seq_len=16,
+    block_width=8,
+    num_state_vectors=4,
+)
+OPTIONS = {
+    "default": {},
+    "compressed": dict(use_compressed_mem=True, compressed_mem_factor=2),
+    "xpos+lstm": dict(use_xpos=True, gate="lstm"),
+    "two recurrent, read lower": dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3)),
+    "no recurrent layer": dict(recurrent_layers=()),
+    "math attention": dict(use_flash_attn=False),
+    "all qk norm": dict(all_layers_qk_norm=True),
+}
+
+
+def model(**options) -> BlockRecurrentTransformer:
+    torch.manual_seed(0)
+    return BlockRecurrentTransformer(**{**SMALL, **options}).eval()
+
+
+def tokens(n: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randint(
+        0, SMALL["num_tokens"], (batch, n), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def segments(m: BlockRecurrentTransformer, seq: torch.Tensor, mems=None, states=None):
+    """Logits of ``seq`` fed one max_seq_len segment per call, carrying the stream."""
+    outs = []
+    for s in range(0, seq.shape[1], m.max_seq_len):
+        logits, mems, states = m(seq[:, s : s + m.max_seq_len], mems, states)
+        outs.append(logits)
+    return torch.cat(outs, dim=1), mems, states
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_shapes_for_every_option(options):
+    m = model(**options)
+    logits, mems, states = segments(m, tokens(48))  # 3 segments, 6 blocks
+    assert logits.shape == (2, 48, 64)
+    memory = 8 + (8 // 2 if options.get("use_compressed_mem") else 0)  # XL (+ compressed)
+    assert len(mems) == 3 and all(mem.shape == (2, 2, memory, 16) for mem in mems)
+    n_recurrent = len(options.get("recurrent_layers", (1,)))
+    assert len(states) == n_recurrent and all(s.shape == (2, 4, 32) for s in states)
+    assert all(not t.requires_grad for t in [*mems, *states])  # handed over detached
+    loss, _, _ = m(tokens(17), return_loss=True)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_cached_decoding_equals_the_full_forward(options):
+    """Tokens fed in uneven pieces through the cache (crossing blocks and segments) give
+    the logits of the segment-by-segment forward."""
+    m = model(**options)
+    seq = tokens(40)
+    full, _, _ = segments(m, seq)
+    cache = m.new_cache(2)
+    pieces, i = [], 0
+    for n in [3, 1, 7, 5, 1, 1, 2, 9, 11]:
+        pieces.append(m.run(seq[:, i : i + n], cache))
+        i += n
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+
+
+def test_greedy_generation_equals_argmax_of_full_forwards():
+    m = model()
+    prime = tokens(5)
+    out = m.generate(prime, 14, temperature=0)
+    seq = prime
+    for _ in range(14):  # the slow way: a full forward per new token
+        logits, _, _ = segments(m, seq)
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, seq[:, 5:])
+
+
+def test_sampling_respects_top_k():
+    m = model()
+    g = torch.Generator().manual_seed(0)
+    out = m.generate(tokens(4), 30, temperature=1.0, top_k=1, generator=g)
+    assert torch.equal(out, m.generate(tokens(4), 30, temperature=0))  # top-1 is greedy
+
+
+def test_causal_within_and_across_blocks():
+    m = model()
+    seq = tokens(16)
+    base, _, _ = m(seq)
+    for t in (3, 8, 12):  # inside block 0, the first token of block 1, inside block 1
+        changed = seq.clone()
+        changed[:, t] = (changed[:, t] + 1) % 64
+        out, _, _ = m(changed)
+        assert torch.allclose(out[:, :t], base[:, :t], atol=1e-6)
+        assert not torch.allclose(out[:, t:], base[:, t:], atol=1e-6)
+
+
+def changed_in_first_segment(position: int, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    seq = tokens(n)
+    changed = seq.clone()
+    changed[:, position] = (changed[:, position] + 1) % 64
+    return seq, changed
+
+
+def test_memories_and_states_carry_the_earlier_segment():
+    """A change in segment 1 reaches segment 2 only through the carried memories and
+    states: with them, segment 2's logits change; without them, they cannot."""
+    m = model()
+    seq, changed = changed_in_first_segment(12)
+    second = [segments(m, s)[0][:, 16:] for s in (seq, changed)]
+    assert not torch.allclose(*second, atol=1e-6)
+    alone = [m(s[:, 16:])[0] for s in (seq, changed)]  # nothing carried
+    assert torch.allclose(*alone) and torch.allclose(alone[0], m(seq[:, 16:])[0])
+
+
+def test_beyond_the_xl_memory_only_the_state_carries():
+    """Token 2 is 38+ tokens before the last block (40..47): out of attention's reach,
+    8 + 3 layers x 8 = 32 (each layer adds one block of XL memory). Without a recurrent
+    layer, changing it leaves that block's logits alone; with one, the state carries it."""
+    seq, changed = changed_in_first_segment(2, n=48)
+    for options, reaches in (({"recurrent_layers": ()}, False), ({}, True)):
+        m = model(**options)
+        assert m.attention_reach == 32
+        late = [segments(m, s)[0][:, 40:] for s in (seq, changed)]
+        assert torch.allclose(*late, atol=1e-6) != reaches
+
+
+def test_per_segment_backward_gives_the_full_gradients():
+    """The carry is detached, so backpropagating each segment's loss at once gives the
+    gradients of one backward over the mean loss (the module relies on it)."""
+    m = model().train()
+    wrapper = RecurrentTrainerWrapper(m)
+    seq = tokens(33)
+    wrapper(seq).backward()
+    full = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    for logits, targets, _ in wrapper.segment_logits(seq):
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets)
+        (loss / 2).backward()
+    for a, p in zip(full, m.parameters(), strict=True):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_dropping_memories_and_states_cuts_the_carry():
+    m = model().train()
+    seq = tokens(33)
+    dropped = RecurrentTrainerWrapper(m, xl_memories_dropout=1.0, state_dropout=1.0)
+    second = [logits for logits, _, s in dropped.segment_logits(seq) if s == 1][0]
+    assert torch.allclose(second, m(seq[:, 16:32])[0], atol=1e-6)
+    kept = RecurrentTrainerWrapper(m)
+    second_kept = [logits for logits, _, s in kept.segment_logits(seq) if s == 1][0]
+    assert not torch.allclose(second_kept, second, atol=1e-6)
+
+
+def test_flash_and_math_attention_agree_on_cpu():
+    seq = tokens(40)
+    a = segments(model(use_flash_attn=True), seq)[0]
+    b = segments(model(use_flash_attn=False), seq)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(block_width=5), "max_seq_len=16 is invalid: must be a multiple of block_width=5"),
+        (dict(recurrent_layers=(4,)), "recurrent_layers=4"),
+        (dict(recurrent_layers=(2, 2)), "must not repeat"),
+        (dict(read_recurrent_layers=(3,), recurrent_layers=(2,)), "read_recurrent_layers"),
+        (dict(use_compressed_mem=True, compressed_mem_factor=3), "must divide block_width"),
+        (dict(gate="gru"), "gate='gru'"),
+        (dict(dim_head=15), "dim_head=15 is invalid: must be even"),
+    ],
+)
+def test_bad_model_settings_say_what_is_wrong(options, match):
+    with pytest.raises(ValueError, match=match):
+        BlockRecurrentTransformer(**{**SMALL, **options})
+
+
+def test_a_too_long_call_is_refused():
+    with pytest.raises(ValueError, match="max_seq_len=16"):
+        model()(tokens(17))
+
+
+def test_the_recall_task_is_out_of_attention_reach():
+    """In the shipped recall config, with no recurrent layer, the answers' logits do not
+    move when the pairs' values change: attention and XL memory cannot see them."""
+    dm = BlockRecurrentDataModule(source="recall", sample_len=129, batch_size=4)
+    batch = dm.batch_maker()(torch.Generator().manual_seed(0), 0)
+    maker = dm.recall_maker(4)
+    m = BlockRecurrentTransformer(
+        num_tokens=256, dim=32, depth=2, dim_head=16, heads=2, max_seq_len=128,
+        block_width=32, recurrent_layers=(),
+    ).eval()  # fmt: skip
+    assert dm.model_args()["min_recall_gap"] > m.attention_reach
+    seq = batch["tokens"]
+    changed = seq.clone()
+    values = torch.arange(maker.pair_start + 1, maker.pair_start + 3 * 4, 3)
+    changed[:, values] = (changed[:, values] - ord("0") + 1) % 10 + ord("0")
+    answers = maker.answer_positions - 1  # where each answer is predicted
+    a, b = (m(s[:, :128])[0][:, answers] for s in (seq, changed))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def module(**kwargs) -> BlockRecurrentModule:
+    args = dict(
+        num_tokens=256, sample_len=33, dim=32, depth=2, heads=2, dim_head=16,
+        max_seq_len=16, block_width=8, num_state_vectors=4, recurrent_layers=[2],
+    )  # fmt: skip
+    return BlockRecurrentModule(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(sample_len=40),
+            "data.sample_len=40 is invalid: must be a multiple of model.max_seq_len=16",
+        ),
+        (
+            dict(min_recall_gap=24),
+            "data.recall_gap=24 is invalid: must exceed the model's attention reach, 24",
+        ),
+        (
+            dict(schedule="plateau"),
+            "schedule='plateau' is invalid: must be constant, cosine or cosine_restarts",
+        ),
+        (dict(accumulate_grad_batches=0), "accumulate_grad_batches=0"),
+        (dict(xl_memories_dropout=1.5), "xl_memories_dropout=1.5"),
+    ],
+)
+def test_bad_module_settings_say_what_is_wrong(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        module(**kwargs)
+
+
+def test_cpu_config_loss_falls_on_the_embedded_corpus(in_tmp):
+    """A short run of cpu.yaml, shrunk: the byte loss falls well below uniform (ln 256)."""
+    run = cli(
+        "fit",
+        "--config", CONFIGS / "block_recurrent" / "cpu.yaml",
+        "--model.init_args.dim=64", "--model.init_args.depth=2",
+        "--model.init_args.recurrent_layers=[2]", "--model.init_args.dim_head=16",
+        "--model.init_args.max_seq_len=64", "--model.init_args.block_width=32",
+        "--model.init_args.num_state_vectors=16", "--model.init_args.warmup_steps=10",
+        "--data.init_args.sample_len=129", "--data.init_args.batch_size=8",
+        "--data.init_args.val_batches=2", "--data.init_args.val_batch_size=8",
+        "--trainer.max_steps=60", "--trainer.val_check_interval=60",
+        "--trainer.callbacks+=lit_loops.callbacks.GenerateSample",
+        "--trainer.callbacks.every_n_steps=60", "--trainer.callbacks.length=16",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    )  # fmt: skip
+    metrics = run.trainer.callback_metrics
+    assert run.trainer.global_step == 60
+    assert float(metrics["val/loss"]) < 3.3  # uniform over bytes: ln 256 = 5.55
+    assert {"val/bpc", "val/loss_segment0", "val/loss_segment1"} <= set(metrics)
+    samples = list(in_tmp.rglob("samples.txt"))
+    assert samples and "--- generated" in samples[0].read_text()
