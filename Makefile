@@ -8,7 +8,7 @@ CONFIG ?= configs/oocl/cpu.yaml
 ARGS   ?=
 BIN     = $(VENV)/bin
 
-.PHONY: install run test test-full lint fit validate clean
+.PHONY: install run test test-full lint fit validate bench bench-deps clean
 
 $(BIN)/lit-loops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ test-full: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check lit_loops tests
-	$(BIN)/ruff format --check lit_loops tests
+	$(BIN)/ruff check lit_loops tests benchmarks scripts
+	$(BIN)/ruff format --check lit_loops tests benchmarks scripts
 
 fit: install
 	$(BIN)/lit-loops fit --config $(CONFIG) $(ARGS)
@@ -40,6 +40,18 @@ fit: install
 validate: install
 	@test -n "$(CKPT)" || (echo "usage: make validate CONFIG=configs/<exp>/<variant>.yaml CKPT=path/to.ckpt" && exit 2)
 	$(BIN)/lit-loops validate --config $(CONFIG) --ckpt_path $(CKPT) $(ARGS)
+
+# The references we measure against, installed on demand (never runtime dependencies):
+# the block-recurrent package without its unused memorizing-transformers dependency.
+BENCH_DEPS = einops beartype
+bench-deps: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(BENCH_DEPS)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps block-recurrent-transformer-pytorch==0.4.4
+
+# Side-by-side benchmarks (BENCHMARKS.md, benchmarks/results.json); BENCH_ARGS="--quick" for one repeat.
+BENCH_ARGS ?=
+bench: bench-deps
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

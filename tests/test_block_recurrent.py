@@ -272,3 +272,17 @@ def test_cpu_config_loss_falls_on_the_embedded_corpus(in_tmp):
     assert {"val/bpc", "val/loss_segment0", "val/loss_segment1"} <= set(metrics)
     samples = list(in_tmp.rglob("samples.txt"))
     assert samples and "--- generated" in samples[0].read_text()
+
+
+def test_same_parameter_count_as_the_reference_package():
+    """Our layers hold the reference's parameters, shape for shape in total (the package
+    is installed by ``make bench`` only; without it this test skips)."""
+    reference = pytest.importorskip("block_recurrent_transformer_pytorch")
+    settings = dict(
+        num_tokens=256, dim=64, depth=4, dim_head=16, heads=4, max_seq_len=64,
+        block_width=32, num_state_vectors=8, recurrent_layers=(3,),
+    )  # fmt: skip
+    ours = BlockRecurrentTransformer(**settings)
+    ref = reference.BlockRecurrentTransformer(**settings)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(ref)

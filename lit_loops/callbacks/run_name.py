@@ -71,7 +71,12 @@ class RunName(Callback):
         self, model: L.LightningModule, datamodule: L.LightningDataModule | None
     ) -> dict[str, Any]:
         data_hp = hparams_of(datamodule) if datamodule is not None else {}
-        return {**data_hp, **hparams_of(model), "experiment": experiment_of(model)}
+        fields = {**data_hp, **hparams_of(model), "experiment": experiment_of(model)}
+        # lists read as 2-3 (or none) in a folder name, not [2, 3] (brackets trip up shells)
+        return {
+            k: ("-".join(map(str, v)) or "none") if isinstance(v, (list, tuple)) else v
+            for k, v in fields.items()
+        }
 
     def format(self, template: str, fields: dict[str, Any]) -> str:
         try:

@@ -42,17 +42,20 @@ def multi_query_attention(
     mask: torch.Tensor | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """``q (B, H, n, Dh)`` against single-headed ``k, v (B, m, Dh)`` -> ``(B, H, n, Dh)``.
+    """``q (B, n, H, Dh)`` against single-headed ``k, v (B, m, Dh)`` -> ``(B, n, H*Dh)``.
 
     ``mask`` (n, m) bool, True = may attend. All heads share the keys, so the heads are
-    folded into the query axis: one SDPA call on ``(B, 1, H*n, Dh)``.
+    folded into the query axis, position-major: ``(B, n, H, Dh)`` is viewed as
+    ``(B, 1, n*H, Dh)`` (row ``i*H + h`` is position i, head h), one SDPA call, and the
+    output views back to ``(B, n, H*Dh)``: no transposes, no copies.
     """
-    B, H, n, Dh = q.shape
-    q = q.reshape(B, 1, H * n, Dh)
+    B, n, H, Dh = q.shape
     if mask is not None:
-        mask = mask.repeat(H, 1)  # (H*n, m): the same rows for every head
-    out = F.scaled_dot_product_attention(q, k[:, None], v[:, None], attn_mask=mask, scale=scale)
-    return out.view(B, H, n, Dh)
+        mask = mask.repeat_interleave(H, dim=0)  # (n*H, m): each position's row per head
+    out = F.scaled_dot_product_attention(
+        q.reshape(B, 1, n * H, Dh), k[:, None], v[:, None], attn_mask=mask, scale=scale
+    )
+    return out.view(B, n, H * Dh)
 
 
 def causal_mask(n: int, m: int, device: torch.device) -> torch.Tensor | None:
@@ -75,10 +78,18 @@ class Rotary(nn.Module):
         )
         self.xpos = xpos
         self.xpos_scale_base = xpos_scale_base
+        self._tables: tuple | None = None
 
     def tables(self, start: int, end: int):
-        """cos, sin, scale for positions ``start .. end-1``: each (end - start, Dh)."""
-        pos = torch.arange(start, end, device=self.inv_freq.device, dtype=torch.float32)
+        """cos, sin, scale for positions ``start .. end-1``: each (end - start, Dh).
+        Computed once for the longest range seen and sliced after (decoding asks for one
+        position per token)."""
+        if self._tables is None or self._tables[0].shape[0] < end:
+            self._tables = self._compute(max(end, 1024))
+        return tuple(None if t is None else t[start:end] for t in self._tables)
+
+    def _compute(self, end: int):
+        pos = torch.arange(end, device=self.inv_freq.device, dtype=torch.float32)
         freqs = pos[:, None] * self.inv_freq[None, :]
         freqs = torch.cat([freqs, freqs], dim=-1)
         scale = None
@@ -87,9 +98,14 @@ class Rotary(nn.Module):
             scale = torch.cat([scale, scale], dim=-1)
         return freqs.cos(), freqs.sin(), scale
 
+    def _apply(self, fn, *args, **kwargs):
+        self._tables = None  # recomputed on the new device / dtype
+        return super()._apply(fn, *args, **kwargs)
+
     @staticmethod
     def apply(t: torch.Tensor, tables, key: bool = False) -> torch.Tensor:
-        """Rotates ``t (..., n, Dh)`` by the tables of its n positions."""
+        """Rotates ``t (..., n, Dh)`` by the tables of its n positions (tables viewed as
+        ``(n, 1, Dh)`` rotate ``(B, n, H, Dh)`` queries, every head alike)."""
         cos, sin, scale = tables
         t1, t2 = t.chunk(2, dim=-1)
         out = t * cos + torch.cat([-t2, t1], dim=-1) * sin
@@ -173,19 +189,14 @@ class StateCell(nn.Module):
         return states, normed, k, v
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, n, _ = x.shape  # (B, n, H*Dh) -> (B, H, n, Dh)
-        return x.view(B, n, self.heads, self.dim_head).transpose(1, 2)
-
-    @staticmethod
-    def _merge(x: torch.Tensor) -> torch.Tensor:
-        B, H, n, Dh = x.shape  # (B, H, n, Dh) -> (B, n, H*Dh)
-        return x.transpose(1, 2).reshape(B, n, H * Dh)
+        B, n, _ = x.shape  # (B, n, H*Dh) -> (B, n, H, Dh), a view
+        return x.view(B, n, self.heads, self.dim_head)
 
     def read(self, h: torch.Tensor, prepared: tuple) -> torch.Tensor:
         """Normed tokens h (B, n, D) attend to the states -> (B, n, H*Dh)."""
         _, _, k, v = prepared
         q, k = self.qk_read(self._heads(self.token_q(h)), k)
-        return self._merge(multi_query_attention(q, k, v, scale=QKNorm.scale))
+        return multi_query_attention(q, k, v, scale=QKNorm.scale)
 
     def write(self, prepared: tuple, block_k: torch.Tensor, block_v: torch.Tensor):
         """The states after a block whose keys/values (B, w, Dh) are given: (B, S, D)."""
@@ -198,8 +209,8 @@ class StateCell(nn.Module):
                 multi_query_attention(q_cross, k_cross, block_v, scale=QKNorm.scale),
             ],
             dim=-1,
-        )  # (B, H, S, 2*Dh)
-        h = self.out(self._merge(h))  # (B, S, 2*H*Dh) -> (B, S, D)
+        )  # (B, S, 2*H*Dh)
+        h = self.out(h)  # (B, S, D)
         if self.gate == "fixed":
             a = torch.sigmoid(self.ema_logit)
             return a * self.to_z(h) + (1 - a) * states
@@ -482,10 +493,11 @@ class BlockRecurrentTransformer(nn.Module):
         """Embedded tokens ``x (B, n, D)`` that fit in the current block -> (B, n, D)."""
         B, n, _ = x.shape
         start = cache.memory_length + cache.filled  # the first new token's position
-        q_tables = self.rotary.tables(start, start + n)
+        q_tables = self.rotary.tables(start, start + n)  # each (n, Dh)
+        q_heads = [None if t is None else t[:, None] for t in q_tables]  # (n, 1, Dh)
         for i, layer in enumerate(self.layers):
             h = layer.norm(x)
-            q = layer.to_q(h).view(B, n, layer.heads, layer.dim_head).transpose(1, 2)
+            q = layer.to_q(h).view(B, n, layer.heads, layer.dim_head)  # (B, n, H, Dh)
             k, v = layer.to_kv(h).chunk(2, dim=-1)  # (B, n, Dh) each, single-headed
             cache.block_k[i] = (
                 k if cache.block_k[i] is None else torch.cat([cache.block_k[i], k], 1)
@@ -495,13 +507,13 @@ class BlockRecurrentTransformer(nn.Module):
                 k_rot = torch.cat([cache.keys[i], k_rot], dim=1)
                 v = torch.cat([cache.values[i], v], dim=1)
             cache.keys[i], cache.values[i] = k_rot, v  # (B, M + filled + n, Dh)
-            q = Rotary.apply(q, q_tables)
+            q = Rotary.apply(q, q_heads)
             keys, scale = k_rot, None
             if layer.qk_norm is not None:
                 q, keys = layer.qk_norm(q, keys)
                 scale = QKNorm.scale
             out = multi_query_attention(q, keys, v, causal_mask(n, keys.shape[1], x.device), scale)
-            parts = [out.transpose(1, 2).reshape(B, n, -1)]  # (B, n, H*Dh)
+            parts = [out]  # (B, n, H*Dh)
             for r, read_at in enumerate(self.read_layer):
                 if read_at == i:
                     parts.append(self.cells[r].read(h, cache.prepared[r]))

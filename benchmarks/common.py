@@ -1,0 +1,86 @@
+"""What every benchmark shares: a fresh process per measurement (so peak memory is the
+measured thing's own and no warm cache leaks between contenders), repeats summarised as
+median and min-max, and ratios of medians taken in the same run.
+
+A measurement is a function ``fn(**kwargs) -> dict`` in some benchmark module; ``measure``
+runs it ``repeats`` times, each in a new ``python -c`` process pinned to ``threads``
+torch threads, and collects the dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(module: str, fn: str, repeats: int = 3, threads: int = 1, **kwargs) -> list[dict]:
+    """``repeats`` results of ``module.fn(**kwargs)``, each from a fresh process."""
+    code = (
+        "import json, sys, torch;"
+        f"torch.set_num_threads({threads});"
+        f"from {module} import {fn};"
+        f"print('RESULT' + json.dumps({fn}(**json.loads(sys.argv[1]))))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    results = []
+    for _ in range(repeats):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(kwargs)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{module}.{fn}({kwargs}) failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(lines[-1][len("RESULT") :]))
+    return results
+
+
+def interleaved(calls: dict[str, tuple[str, str, dict]], repeats: int, threads: int = 1):
+    """``{name: [result per repeat]}`` for ``calls = {name: (module, fn, kwargs)}``, the
+    contenders taking turns within each repeat, so that a machine slowing down or speeding
+    up during the run touches them all alike."""
+    results: dict[str, list[dict]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (module, fn, kwargs) in calls.items():
+            results[name] += measure(module, fn, 1, threads, **kwargs)
+    return results
+
+
+def spread(values: list[float]) -> dict:
+    """median, min, max of a figure over repeats."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(results: list[dict], key: str) -> dict:
+    return spread([r[key] for r in results])
+
+
+def ratio(a: dict, b: dict) -> dict:
+    """a / b: the ratio of medians, and the widest ratio the spreads allow."""
+    return {
+        "median": a["median"] / b["median"],
+        "min": a["min"] / b["max"],
+        "max": a["max"] / b["min"],
+    }
+
+
+def fmt(s: dict, digits: int = 2, unit: str = "") -> str:
+    """``median (min-max)``."""
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(s['median'])}{unit} ({f.format(s['min'])}-{f.format(s['max'])})"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
