@@ -42,8 +42,10 @@ validate: install
 	$(BIN)/lit-loops validate --config $(CONFIG) --ckpt_path $(CKPT) $(ARGS)
 
 # The references we measure against, installed on demand (never runtime dependencies):
-# the block-recurrent package without its unused memorizing-transformers dependency.
-BENCH_DEPS = einops beartype
+# Hugging Face transformers (GPT2Model, ICL), TransformerLens (OOCL; 4.x dropped HookedTransformer)
+# and the block-recurrent
+# package (without its memorizing-transformers dependency, which it does not import).
+BENCH_DEPS = einops beartype transformers "transformer-lens<4" better-abc
 bench-deps: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(BENCH_DEPS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps block-recurrent-transformer-pytorch==0.4.4

@@ -28,6 +28,23 @@ def test_transformer_shapes(options):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"attn_only": True}, {"n_layers": 1}, {"causal": False}, {"tie_embeddings": True}],
+)
+def test_last_only_gives_the_last_positions_logits(options):
+    """The shortcut for models read at one position: the same logits, gradients too."""
+    model = tiny(**options)
+    tokens = torch.randint(17, (3, 5))
+    full = model(tokens)[:, -1]
+    last = model(tokens, last_only=True)
+    assert last.shape == (3, 1, 17)
+    assert torch.allclose(last[:, 0], full, atol=1e-6)
+    (g_full,) = torch.autograd.grad(full.square().sum(), model.blocks[0].attn.qkv.weight)
+    (g_last,) = torch.autograd.grad(last.square().sum(), model.blocks[0].attn.qkv.weight)
+    assert torch.allclose(g_full, g_last, atol=1e-5)
+
+
 def test_attention_only_has_no_mlp():
     full, attn_only = tiny(), tiny(attn_only=True)
     assert attn_only.num_parameters() < full.num_parameters()

@@ -72,13 +72,23 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """``(B, T, D) -> (B, T, D)``; with ``cache``, ``x`` holds the next ``T`` tokens and
-        ``layer`` says which of the cache's entries is this layer's."""
+        ``layer`` says which of the cache's entries is this layer's. ``last_only``: only the
+        last position's output, ``(B, 1, D)`` (it sees every position; no cache)."""
         B, T, D = x.shape
         # (B, T, 3D) -> 3 x (B, H, T, Dh)
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        if last_only:  # the last query sees all keys: no mask
+            y = F.scaled_dot_product_attention(
+                q[:, :, -1:], k, v, dropout_p=self.dropout if self.training else 0.0
+            )
+            return self.out(y.transpose(1, 2).reshape(B, 1, D))
         mask, is_causal = None, self.causal
         if cache is not None:
             past = 0 if cache.k[layer] is None else cache.k[layer].shape[2]

@@ -71,9 +71,13 @@ class Block(nn.Module):
         self.mlp = None if cfg.attn_only else MLP(cfg)
         self.norm_mlp = None if cfg.attn_only else make_norm(cfg.norm, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        """``(B, T, D) -> (B, T, D)``; ``cache``/``layer``: see ``SelfAttention``."""
-        x = x + self.attn(self.norm_attn(x), cache, layer)
+    def forward(
+        self, x: torch.Tensor, cache=None, layer: int = 0, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, T, D) -> (B, T, D)``; ``cache``/``layer``: see ``SelfAttention``;
+        ``last_only``: only the last position, ``(B, 1, D)``."""
+        h = self.attn(self.norm_attn(x), cache, layer, last_only)
+        x = (x[:, -1:] if last_only else x) + h
         if self.mlp is not None:
             x = x + self.mlp(self.norm_mlp(x))
         return x
@@ -82,7 +86,10 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token + learned position embeddings, ``n_layers`` blocks, final norm, unembedding.
 
-    ``forward(tokens: (B, T) long) -> logits: (B, T, vocab_size)``.
+    ``forward(tokens: (B, T) long) -> logits: (B, T, vocab_size)``; with
+    ``last_only=True``, the last position's logits only, ``(B, 1, vocab_size)``: the last
+    block, final norm and unembedding then run for that position alone (a model read at
+    one position needs no more).
     """
 
     def __init__(self, cfg: TransformerConfig) -> None:
@@ -110,12 +117,12 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         B, T = tokens.shape
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len={self.cfg.max_seq_len}")
         pos = torch.arange(T, device=tokens.device)
         x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, T, D)
-        for block in self.blocks:
-            x = block(x)
-        return self.unembed(self.norm_final(x))  # (B, T, V)
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only=last_only and i == len(self.blocks) - 1)
+        return self.unembed(self.norm_final(x))  # (B, T, V), or (B, 1, V) with last_only

@@ -83,7 +83,8 @@ class OOCLModule(L.LightningModule):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, 5)`` examples -> ``(B, vocab)`` logits for the answer token."""
-        return self.model(tokens[:, : ANSWER_FROM + 1])[:, ANSWER_FROM]
+        # read at ANSWER_FROM, the last position fed: the last block computes only that one
+        return self.model(tokens[:, : ANSWER_FROM + 1], last_only=True)[:, -1]
 
     def part_losses(
         self, batch: dict[str, torch.Tensor]
