@@ -20,7 +20,14 @@ from benchmarks.common import ROOT
 
 # section name -> module with run(repeats, quick) -> dict and markdown(dict) -> str
 SECTIONS = {
+    "data_generation": "benchmarks.data_generation",
+    "efficiency": "benchmarks.efficiency",
     "block_recurrent": "benchmarks.block_recurrent",
+    "icl": "benchmarks.icl",
+    "oocl": "benchmarks.oocl",
+    "generation": "benchmarks.generation",
+    "lightning_overhead": "benchmarks.lightning_overhead",
+    "gpu": "benchmarks.gpu",
 }
 INTRO = """# Benchmarks
 
