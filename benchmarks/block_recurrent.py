@@ -164,15 +164,15 @@ the heads (they are folded position-major into the query axis, a view). Saved ac
 ours backpropagates each segment as soon as its loss is known (the carry between
 segments is detached, so the gradients are the same), so one segment's activations are
 alive instead of two. Against the reference's default (``use_flash_attn=False``, which
-also keeps every attention matrix) the peak is 0.62x; against its flash setting it is
-0.78x, short of 0.7: about 310 MB of either process is torch, the model and Adam's state,
+also keeps every attention matrix) the peak is about 0.63x; against its flash setting it is
+about 0.78x, short of 0.7: about 310 MB of either process is torch, the model and Adam's state,
 and the rest is one segment's activations (ours) against two (theirs), of which the GEGLU
 feed-forward holds about 30 % (its 2 x 682-wide input, the GELU output and the product,
 per token and layer). What would close it: recomputing the feed-forward in the backward
 pass (activation checkpointing: about -90 MB, about +13 % step time by the FLOP count) or
 bf16 activations; we kept the speed. Generation: 64 new tokens after a 64-token prompt is
 only 6x the reference, because the prompt's own pass and the first tokens weigh more at
-that length; at 256 new tokens the cache gives 12x.
+that length; at 256 new tokens the cache gives 11-12x.
 """
 
 TARGETS = {
