@@ -138,13 +138,13 @@ def step_timer(warmup: int = 0, steps: int | None = None, min_seconds: float = 0
     return StepTimer()
 
 
-def fit(cli, batches: int, callbacks: list) -> None:
+def fit(cli, batches: int, callbacks: list, accelerator: str = "cpu") -> None:
     """``batches`` training batches of the config's model and data, nothing else."""
     import lightning as L
 
     config_trainer = cli.trainer
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_epochs=1,
         limit_train_batches=batches,

@@ -11,35 +11,17 @@ import statistics
 import torch
 
 from benchmarks.common import measure
-from benchmarks.data_generation import base_configs, build, is_paper, scratch, step_timer
+from benchmarks.data_generation import base_configs, build, fit, is_paper, scratch, step_timer
 
 
 def paper_step(config: str, device: str = "cuda", steps: int = 10, warmup: int = 3) -> dict:
     """Steps/s and peak memory of ``config`` trained for ``warmup + steps`` batches."""
-    import lightning as L
-
     with scratch():
         cli = build([config])
         timer = step_timer(warmup=warmup, steps=steps)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        trainer = L.Trainer(
-            accelerator=device,
-            devices=1,
-            max_epochs=1,
-            limit_train_batches=warmup + steps,
-            max_steps=cli.trainer.max_steps,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            precision=cli.trainer.precision,
-            gradient_clip_val=cli.trainer.gradient_clip_val,
-            callbacks=[timer],
-        )
-        trainer.fit(cli.model, cli.datamodule)
+        fit(cli, warmup + steps, [timer], accelerator=device)
     step = statistics.median(timer.times[warmup:])
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return {"steps_per_s": 1 / step, "peak_mb": peak, "steps": len(timer.times) - warmup}
