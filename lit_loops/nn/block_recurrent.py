@@ -495,6 +495,7 @@ class BlockRecurrentTransformer(nn.Module):
         start = cache.memory_length + cache.filled  # the first new token's position
         q_tables = self.rotary.tables(start, start + n)  # each (n, Dh)
         q_heads = [None if t is None else t[:, None] for t in q_tables]  # (n, 1, Dh)
+        mask = causal_mask(n, start + n, x.device)  # every layer sees memory + block so far
         for i, layer in enumerate(self.layers):
             h = layer.norm(x)
             q = layer.to_q(h).view(B, n, layer.heads, layer.dim_head)  # (B, n, H, Dh)
@@ -512,7 +513,7 @@ class BlockRecurrentTransformer(nn.Module):
             if layer.qk_norm is not None:
                 q, keys = layer.qk_norm(q, keys)
                 scale = QKNorm.scale
-            out = multi_query_attention(q, keys, v, causal_mask(n, keys.shape[1], x.device), scale)
+            out = multi_query_attention(q, keys, v, mask, scale)
             parts = [out]  # (B, n, H*Dh)
             for r, read_at in enumerate(self.read_layer):
                 if read_at == i:
