@@ -8,7 +8,7 @@ CONFIG ?= configs/oocl/cpu.yaml
 ARGS   ?=
 BIN     = $(VENV)/bin
 
-.PHONY: install run test test-full lint fit validate bench bench-deps clean
+.PHONY: install run test test-full lint fit validate sweep bench bench-deps clean
 
 $(BIN)/lit-loops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,11 +41,20 @@ validate: install
 	@test -n "$(CKPT)" || (echo "usage: make validate CONFIG=configs/<exp>/<variant>.yaml CKPT=path/to.ckpt" && exit 2)
 	$(BIN)/lit-loops validate --config $(CONFIG) --ckpt_path $(CKPT) $(ARGS)
 
+# A wandb sweep file run locally, no server: make sweep SWEEP=configs/sweeps/oocl_linkage.yaml WORKERS=2
+# (COUNT=N for random and bayes sweeps). Started again, it resumes. See lit_loops/sweep.py.
+SWEEP   ?= configs/sweeps/oocl_linkage.yaml
+WORKERS ?= 1
+COUNT   ?=
+sweep: install
+	$(BIN)/lit-loops sweep $(SWEEP) --workers $(WORKERS) $(if $(COUNT),--count $(COUNT))
+
 # The references we measure against, installed on demand (never runtime dependencies):
 # Hugging Face transformers (GPT2Model, ICL), TransformerLens (OOCL; 4.x dropped HookedTransformer)
 # and the block-recurrent
 # package (without its memorizing-transformers dependency, which it does not import).
-BENCH_DEPS = einops beartype transformers "transformer-lens<4" better-abc
+# pandas < 3: pandas 3 needs numpy 2, and the sweep engine (sweeps) pins numpy < 2
+BENCH_DEPS = einops beartype transformers "transformer-lens<4" better-abc "pandas<3"
 bench-deps: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(BENCH_DEPS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps block-recurrent-transformer-pytorch==0.4.4

@@ -2,6 +2,7 @@
 
     lit-loops fit --config configs/oocl/cpu.yaml [--config more.yaml] [--model.init_args.k2=0]
     lit-loops validate --config configs/oocl/cpu.yaml --ckpt_path runs/.../checkpoints/best.ckpt
+    lit-loops sweep configs/sweeps/oocl_linkage.yaml [--workers 2] [--count N]   (lit_loops.sweep)
 
 What this subclass adds to LightningCLI:
 * arguments the data decides (``vocab_size``, ``seq_len``, ...: whatever the DataModule's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import time
 from typing import Any
 
@@ -28,6 +30,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_loops.callbacks.run_name import RunName, find_run_name
+from lit_loops.callbacks.sweep_report import REPORT_ENV, SweepReport
 
 
 def default_logger() -> dict[str, Any]:
@@ -90,6 +93,8 @@ class LitLoopsCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if find_run_name(trainer) is None:
             trainer.callbacks.insert(0, RunName())
+        if os.environ.get(REPORT_ENV):  # started by `lit-loops sweep`: report metrics to it
+            trainer.callbacks.append(SweepReport(os.environ[REPORT_ENV]))
         return trainer
 
     # --- run naming before any logger starts ------------------------------------------
@@ -168,6 +173,11 @@ def fill_data_decided_args(config: Namespace) -> None:
 
 
 def main(args: Any = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv[:1] == ["sweep"]:
+        from lit_loops.sweep import main as sweep_main  # the sweep engine loads only when asked
+
+        sys.exit(sweep_main(argv[1:]))
     LitLoopsCLI(args=args)
 
 

@@ -27,7 +27,7 @@ BatchMaker = Callable[[torch.Generator, int], Any]
 
 def batch_seed(seed: int, rank: int, step: int) -> int:
     """A well-mixed 63-bit seed for one batch (SeedSequence avoids correlated streams)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0]) >> 1
 
 
 def generator_for(seed: int, rank: int, step: int) -> torch.Generator:

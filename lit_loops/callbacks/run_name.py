@@ -7,7 +7,7 @@ DataModule's hyperparameters, plus ``experiment`` (the package under
 field may carry a format spec (``{lr:.0e}``).
 
 Each run gets ``<root>/<name>/<version>/`` (``version`` = time stamp + random suffix,
-the same on every rank) holding its resolved ``config.yaml``, ``checkpoints/`` (for
+the same on every rank; a wandb agent's ``WANDB_RUN_ID`` when set) holding its resolved ``config.yaml``, ``checkpoints/`` (for
 every ``ModelCheckpoint`` without a ``dirpath``) and the CSV/TensorBoard logs. The
 wandb run takes the name, the version as its id, and the group (``WANDB_RUN_GROUP``
 wins, as wandb sweep agents set it).
@@ -96,7 +96,11 @@ class RunName(Callback):
         fields = self.fields(model, datamodule)
         self.name = self.format(self.template, fields)
         group = os.environ.get("WANDB_RUN_GROUP") or self.format(self.group_template, fields)
-        stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        # a wandb sweep agent names the run it started (WANDB_RUN_ID): keep that id, or the
+        # server would not count the run as the sweep's
+        stamp = os.environ.get("WANDB_RUN_ID") or (
+            time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        )
         self.version = trainer.strategy.broadcast(stamp)  # one folder for all ranks
         root = (
             Path(trainer.loggers[0].save_dir)
