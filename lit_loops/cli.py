@@ -19,16 +19,21 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_loops.callbacks.interrupt import CheckpointOnInterrupt
+from lit_loops.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from lit_loops.callbacks.run_name import RunName, find_run_name
 from lit_loops.callbacks.sweep_report import REPORT_ENV, SweepReport
 
@@ -87,18 +92,44 @@ class LitLoopsCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_data_decided_args(config)
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            raise model_error(config) or err from None
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if find_run_name(trainer) is None:
             trainer.callbacks.insert(0, RunName())
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and not logger._offline:
+                check_wandb_login()
+        # every run: a checkpoint on SIGTERM / Ctrl-C, and a guard against non-finite losses
+        for default in (NonFiniteLossGuard, CheckpointOnInterrupt):  # a skip is undone first
+            if not any(isinstance(cb, default) for cb in trainer.callbacks):
+                trainer.callbacks.append(default())
         if os.environ.get(REPORT_ENV):  # started by `lit-loops sweep`: report metrics to it
             trainer.callbacks.append(SweepReport(os.environ[REPORT_ENV]))
         return trainer
 
     # --- run naming before any logger starts ------------------------------------------
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters into the model's config here
+        # (so a resumed run rebuilds the model it saved): check the file first
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            model = config.get("model")
+            self._checkpoint = load_checkpoint_checked(
+                config.get("ckpt_path"), getattr(model, "class_path", None)
+            )
+        super()._parse_ckpt_path()
+
     def _name_run(self) -> None:
+        if getattr(self, "_checkpoint", None) is not None:
+            ckpt_path = self.config[self.subcommand].get("ckpt_path")
+            check_checkpoint_fits(ckpt_path, self._checkpoint, self.model)
+            self._checkpoint = None  # not kept in memory during the run
         find_run_name(self.trainer).apply(self.trainer, self.model, self.datamodule)
 
     before_fit = before_validate = before_test = before_predict = _name_run
@@ -143,6 +174,23 @@ def import_object(class_path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def model_error(config: Namespace) -> ValueError | None:
+    """The model's own ``ValueError``, which jsonargparse buries in a "Does not validate
+    against any of the Union subtypes" report: building the model once more (only after a
+    failure) gets the one clear line back."""
+    model_cfg = config.get("model")
+    if model_cfg is None or not hasattr(model_cfg, "class_path"):
+        return None
+    init_args = model_cfg.init_args.as_dict() if model_cfg.get("init_args") else {}
+    try:
+        import_object(model_cfg.class_path)(**init_args)
+    except ValueError as err:
+        return err
+    except Exception:
+        return None
+    return None
+
+
 def fill_data_decided_args(config: Namespace) -> None:
     """Copy the DataModule's ``model_args()`` into the model's init_args.
 
@@ -172,13 +220,88 @@ def fill_data_decided_args(config: Namespace) -> None:
         model_cfg.init_args[key] = value
 
 
+def check_wandb_login() -> None:
+    """Online wandb with no credentials would prompt, or wait on a network: fail at once."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        if netrc.netrc(path).authenticators(host):  # where `wandb login` stores the key
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    raise ValueError(
+        f"wandb is online (WANDB_MODE=online or logger offline=false) but no API key for {host} "
+        "is set: run `wandb login` (or set WANDB_API_KEY), or leave WANDB_MODE unset to log "
+        "offline (the default; `wandb sync` uploads later)"
+    )
+
+
+def load_checkpoint_checked(ckpt_path: str | None, model_class_path: str | None) -> dict | None:
+    """The checkpoint behind ``--ckpt_path``, or one clear error if it is missing, unreadable
+    or another experiment's (Lightning's own would come from deep inside torch.load, or it
+    would quietly build the other experiment's model from the checkpoint's hyperparameters)."""
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        return None
+    if not os.path.isfile(ckpt_path):
+        raise ValueError(f"ckpt_path={str(ckpt_path)!r} is invalid: no such file")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, ...
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"ckpt_path={str(ckpt_path)!r} is invalid: not a readable checkpoint "
+            f"({type(err).__name__}: {first_line})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"ckpt_path={str(ckpt_path)!r} is invalid: not a Lightning checkpoint")
+    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved_class and model_class_path and saved_class != model_class_path:
+        raise ValueError(
+            f"ckpt_path={str(ckpt_path)!r} is invalid: it was saved by {saved_class}, "
+            f"this run's model is {model_class_path}"
+        )
+    return checkpoint
+
+
+def check_checkpoint_fits(ckpt_path: str, checkpoint: dict, model: L.LightningModule) -> None:
+    """The checkpoint's weights have this model's names and shapes."""
+    saved, wanted = set(checkpoint["state_dict"]), set(model.state_dict())
+    if saved != wanted:
+        raise ValueError(
+            f"ckpt_path={str(ckpt_path)!r} is invalid: its weights do not fit this model "
+            f"(missing {sorted(wanted - saved)[:3]}, unexpected {sorted(saved - wanted)[:3]})"
+        )
+    for name, tensor in model.state_dict().items():
+        shape = tuple(checkpoint["state_dict"][name].shape)
+        if shape != tuple(tensor.shape):
+            raise ValueError(
+                f"ckpt_path={str(ckpt_path)!r} is invalid: {name} has shape {shape} there, "
+                f"{tuple(tensor.shape)} in this model (data-decided sizes differ?)"
+            )
+
+
 def main(args: Any = None) -> None:
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] == ["sweep"]:
         from lit_loops.sweep import main as sweep_main  # the sweep engine loads only when asked
 
         sys.exit(sweep_main(argv[1:]))
-    LitLoopsCLI(args=args)
+    try:
+        LitLoopsCLI(args=args)
+    except SIGTERMException as err:  # CheckpointOnInterrupt saved a checkpoint and said where
+        sys.exit(128 + getattr(err, "signum", signal.SIGTERM))
+    except (ValueError, NonFiniteLossError) as err:
+        # a user's mistake or a diverged run: the message says what and where; the
+        # traceback (LIT_LOOPS_DEBUG=1) is for the developers
+        if os.environ.get("LIT_LOOPS_DEBUG"):
+            raise
+        print(f"lit-loops: error: {err}", file=sys.stderr)
+        sys.exit(1 if isinstance(err, NonFiniteLossError) else 2)
 
 
 if __name__ == "__main__":

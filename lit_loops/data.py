@@ -66,11 +66,16 @@ def stream_loader(dataset: OnTheFlyBatches, num_workers: int = 0) -> DataLoader:
 
 
 def trainer_rank_and_step(datamodule: Any) -> tuple[int, int]:
-    """(global rank, global step) of the attached Trainer, or (0, 0) with none attached."""
+    """(global rank, training batches already drawn) of the attached Trainer; (0, 0) with none.
+
+    The batch count, not ``global_step``: they differ when gradients are accumulated (k
+    batches per optimizer step), and a resumed run must go on with the next batch.
+    """
     trainer = getattr(datamodule, "trainer", None)
     if trainer is None:
         return 0, 0
-    return trainer.global_rank, trainer.global_step
+    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    return trainer.global_rank, batches
 
 
 class FixedBatches(torch.utils.data.Dataset):

@@ -18,7 +18,9 @@ Everything lives in ``runs/sweeps/<sweep name>/``::
     table.csv         the table printed at the end; <metric>.png the metric against the parameters
 
 Started again on the same file, it keeps the finished runs, reruns the crashed or
-interrupted ones with the same parameters, then asks the engine for more.
+interrupted ones with the same parameters (from their ``interrupted.ckpt`` where a run got
+to write one: Ctrl-C sends each run SIGTERM, see ``CheckpointOnInterrupt``), then asks the
+engine for more.
 """
 
 from __future__ import annotations
@@ -244,11 +246,23 @@ class LocalSweep:
     def report_path(self, run: RunRecord) -> Path:
         return self.folder / "reports" / f"{run.id}.json"
 
+    def command_for(self, run: RunRecord) -> list[str]:
+        """The agent's command line; a run stopped by a signal goes on from its checkpoint."""
+        argv = agent_command(self.config, run.params)
+        if run.run_dir is not None:
+            interrupted = Path(run.run_dir) / "checkpoints" / "interrupted.ckpt"
+            if interrupted.exists():
+                argv += ["--ckpt_path", str(interrupted)]
+        return argv
+
     def start(self, run: RunRecord) -> None:
         run.attempts += 1
         run.attempts_left = False
-        argv = agent_command(self.config, run.params)
+        argv = self.command_for(run)
         env = dict(os.environ)
+        # as wandb's agent does: a run must start its own wandb service, not attach to one
+        # this process (or its parent) started
+        env.pop("WANDB_SERVICE", None)
         env[REPORT_ENV] = str(self.report_path(run).resolve())
         env.setdefault("WANDB_MODE", "offline")
         env["WANDB_RUN_GROUP"] = self.name  # the sweep is the wandb group
@@ -280,7 +294,7 @@ class LocalSweep:
             run = self.by_id(run_id)
             report = self.read_report(run)
             if report is not None:
-                run.history = report["history"]
+                run.history, run.run_dir = report["history"], report["run_dir"]
             if proc.poll() is None:
                 continue
             log.close()
@@ -336,7 +350,11 @@ class LocalSweep:
                 proc.kill()
                 proc.wait()
             log.close()
-            self.by_id(run_id).state = "crashed"
+            run = self.by_id(run_id)
+            run.state = "crashed"
+            report = self.read_report(run)
+            if report is not None:  # where its interrupted.ckpt went, if it got that far
+                run.run_dir = report["run_dir"]
         self.procs.clear()
         self.save()
 

@@ -235,7 +235,7 @@ def module(**kwargs) -> BlockRecurrentModule:
         ),
         (
             dict(min_recall_gap=24),
-            "data.recall_gap=24 is invalid: must exceed the model's attention reach, 24",
+            "min_recall_gap=24 is invalid: must exceed the model's attention reach, 24",
         ),
         (
             dict(schedule="plateau"),

@@ -167,7 +167,9 @@ def test_module_rejects_bad_input(kwargs, match):
         OOCLModule(**args)
 
 
-def test_holdout_that_leaves_no_training_pairs_is_rejected():
-    dm = OOCLDataModule(p=2, holdout1=0.9)
+def test_holdout_that_leaves_no_training_pairs_is_rejected_at_construction():
     with pytest.raises(ValueError, match="holdout1=0.9 is invalid: leaves no training pairs"):
-        dm.setup("fit")
+        OOCLDataModule(p=2, holdout1=0.9)
+    with pytest.raises(ValueError, match="holdout2=0.95 is invalid: leaves no training pairs"):
+        OOCLDataModule(p=3, holdout2=0.95, symmetric_holdout=True)  # 6 unordered pairs
+    OOCLDataModule(p=3, holdout2=0.9, symmetric_holdout=True).setup()  # holds out 5 of 6

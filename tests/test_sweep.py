@@ -239,6 +239,8 @@ def test_tiny_grid_runs_resumes_and_writes_its_table(in_repo_tmp, capsys):
     assert (folder / "val_acc_table1.png").stat().st_size > 10_000
     run_dirs = {r["run_dir"] for r in third.values()}
     assert len(run_dirs) == 4 and all((in_repo_tmp / d / "config.yaml").exists() for d in run_dirs)
+    # disk: each run keeps its best and its last checkpoint, whatever the number of validations
+    assert all(len(list((in_repo_tmp / d / "checkpoints").glob("*.ckpt"))) == 2 for d in run_dirs)
     # every run logged to wandb offline, grouped by the sweep
     offline = list((in_repo_tmp / "runs" / "wandb").glob("offline-run-*/*.wandb"))
     assert len(offline) == 5 and all(b"tinygrid_e2e" in f.read_bytes() for f in offline)
@@ -335,3 +337,17 @@ def test_plots_heatmap_for_two_parameters_and_scatter_otherwise(tmp_path):
     ]
     assert plot_sweep(scattered, "m", "t", tmp_path / "scatter.png").exists()
     assert plot_sweep([], "m", "t", tmp_path / "none.png") is None
+
+
+def test_a_run_stopped_by_a_signal_goes_on_from_its_checkpoint(tmp_path):
+    path = tiny_grid(tmp_path, "resume_ckpt", lrs=(0.001,), holdouts=(0.5,))
+    sweep = LocalSweep(path, root=tmp_path)
+    run = RunRecord("run-000", {"model.init_args.lr": 0.001}, state="crashed")
+    assert "--ckpt_path" not in sweep.command_for(run)  # never got going: from scratch
+    run.run_dir = str(tmp_path / "runs" / "x" / "v")
+    (Path(run.run_dir) / "checkpoints").mkdir(parents=True)
+    (Path(run.run_dir) / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
+    assert sweep.command_for(run)[-2:] == [
+        "--ckpt_path",
+        f"{run.run_dir}/checkpoints/interrupted.ckpt",
+    ]

@@ -3,19 +3,26 @@
 ``RunName`` (run names and folders), ``RestoreBestWeights`` (best weights back at the end
 of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``CurriculumLog`` and
 its ``PhaseSchedule`` (phase mixing over steps) and ``StepSchedule`` (a growing integer),
-``GenerateSample`` (a generated text now and then).
+``GenerateSample`` (a generated text now and then), ``CheckpointOnInterrupt`` (SIGTERM /
+Ctrl-C: a checkpoint, then exit), ``NonFiniteLossGuard`` (NaN: stop with a checkpoint, or
+skip), ``SweepReport`` (metrics back to ``lit-loops sweep``).
 """
 
 from lit_loops.callbacks.curriculum import Curricula, CurriculumLog, PhaseSchedule, StepSchedule
+from lit_loops.callbacks.interrupt import CheckpointOnInterrupt
+from lit_loops.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from lit_loops.callbacks.quantize import QuantizedEval
 from lit_loops.callbacks.restore_best import RestoreBestWeights
 from lit_loops.callbacks.run_name import RunName, find_run_name
 from lit_loops.callbacks.samples import GenerateSample
 
 __all__ = [
+    "CheckpointOnInterrupt",
     "Curricula",
     "CurriculumLog",
     "GenerateSample",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
     "PhaseSchedule",
     "QuantizedEval",
     "RestoreBestWeights",

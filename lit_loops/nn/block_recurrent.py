@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lit_loops.checks import check, check_choice, check_int, check_positive_int
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
 
 GATES = ("fixed", "lstm")
 
@@ -314,6 +314,14 @@ class BlockRecurrentTransformer(nn.Module):
         ):
             check_positive_int(name, value)
         check(dim_head % 2 == 0, "dim_head", dim_head, "must be even (rotary positions)")
+        check_float("ff_mult", ff_mult, 0.0, low_inclusive=False)
+        check(
+            int(dim * ff_mult * 2 / 3) >= 1,
+            "ff_mult",
+            ff_mult,
+            f"is too small for dim={dim}: the feed-forward width int(dim * ff_mult * 2/3) "
+            "must be at least 1",
+        )
         check(
             max_seq_len % block_width == 0,
             "max_seq_len",

@@ -86,6 +86,8 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         check_data_decided(num_tokens=num_tokens, sample_len=sample_len)
         check_adamw_args(lr, betas, weight_decay, warmup_steps)
         check_schedule_args(optimizer, schedule, momentum, restart_steps, 0.5, 0)
+        check_float("eps", eps, 0.0, low_inclusive=False)
+        check_float("min_lr", min_lr, 0.0, lr)
         if schedule == "plateau":
             fail("schedule", schedule, "must be constant, cosine or cosine_restarts here")
         check(
@@ -127,14 +129,18 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         self.segments = (sample_len - 1) // max_seq_len
         if min_recall_gap is not None:
             reach = self.model.attention_reach
+            # named by what this module receives: the data's recall_gap + 4 (the gap itself
+            # may be unset, then as large as data.sample_len allows)
             check(
                 min_recall_gap > reach,
-                "data.recall_gap",
+                "min_recall_gap",
                 min_recall_gap,
                 f"must exceed the model's attention reach, {reach} tokens (a block + one XL "
                 + ("and compressed " if use_compressed_mem else "")
                 + f"memory per layer, {depth} layers): closer, attention could answer "
-                "without the recurrent state",
+                "without the recurrent state. It is set from the data (the least distance "
+                "from a pair's value to its answer, data.recall_gap + 4): raise "
+                "data.recall_gap or data.sample_len, or lower model.block_width or model.depth",
             )
         self.val_loss = torchmetrics.MeanMetric()
         self.val_segment_loss = torch.nn.ModuleList(
@@ -179,13 +185,9 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         pending = []
         for logits, targets, s in self.wrapper.segment_logits(batch["tokens"], g):
             loss, recall = self._segment_loss(logits, targets, batch, s)
-            if not torch.isfinite(loss):
-                fail(
-                    "train/loss",
-                    float(loss),
-                    f"is not finite at step {self.global_step}, segment {s}: lower the lr "
-                    "or set model.init_args.gradient_clip_val",
-                )
+            # logged before its backward: a non-finite loss is reported by NonFiniteLossGuard
+            # (lit_loops/callbacks/nonfinite.py) with the segment that went wrong
+            self.log(f"train/loss_segment{s}", loss.detach(), batch_size=batch["tokens"].shape[0])
             if per_segment:
                 self.manual_backward(loss / (self.segments * k))
             else:

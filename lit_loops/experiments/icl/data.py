@@ -93,6 +93,7 @@ class ICLDataModule(L.LightningDataModule):
         check_int("seed", seed)
         check_int("val_seed", val_seed)
         check_int("num_workers", num_workers, min_value=0)
+        check_positive_int("curriculum_every", curriculum_every)
         # StepSchedule checks start <= end (named dims_start / d, points_start / n_points).
         self.dims = StepSchedule(
             "dims", d if dims_start is None else dims_start, d, dims_increment, curriculum_every

@@ -161,6 +161,15 @@ class OOCLDataModule(L.LightningDataModule):
         check_choice("op", op, OPS)
         check_float("holdout1", holdout1, 0.0, 1.0, high_inclusive=False)
         check_float("holdout2", holdout2, 0.0, 1.0, high_inclusive=False)
+        # split_pairs holds out round(holdout * n) of n pairs (unordered when symmetric)
+        n_pairs = p * (p + 1) // 2 if symmetric_holdout else p * p
+        for name, holdout in (("holdout1", holdout1), ("holdout2", holdout2)):
+            check(
+                round(holdout * n_pairs) < n_pairs,
+                name,
+                holdout,
+                f"leaves no training pairs at p={p}; lower it",
+            )
         check_positive_int("batch_size", batch_size)
         check_positive_int("val_batch_size", val_batch_size)
         check_int("num_workers", num_workers, min_value=0)
@@ -188,12 +197,6 @@ class OOCLDataModule(L.LightningDataModule):
         for t, holdout in enumerate((hp.holdout1, hp.holdout2)):
             # The two tables are split independently: table t uses seed 2 * split_seed + t.
             train, held = split_pairs(hp.p, holdout, hp.split_seed * 2 + t, hp.symmetric_holdout)
-            check(
-                len(train) > 0,
-                f"holdout{t + 1}",
-                holdout,
-                f"leaves no training pairs at p={hp.p}; lower it",
-            )
             self.train_pairs.append(train)
             self.val_pairs.append(held)
 

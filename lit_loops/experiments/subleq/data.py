@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from lit_loops.callbacks.curriculum import PhaseSchedule
-from lit_loops.checks import check_choice, check_float, check_int, check_positive_int
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 from lit_loops.experiments.subleq.assembler import programs_that_fit
 from lit_loops.experiments.subleq.machine import (
@@ -192,6 +192,7 @@ class SubleqDataModule(L.LightningDataModule):
         check_int("train_size", train_size, min_value=0)
         check_float("trace_fraction", trace_fraction, 0.0, 1.0)
         tasks = list(tasks) if tasks is not None else ["step"]
+        check(len(tasks) >= 1, "tasks", tasks, f"must name at least one task of {list(TASKS)}")
         for task in tasks:
             check_choice("tasks", task, TASKS)
         # None without a curriculum, so the batch maker skips it.
