@@ -45,6 +45,21 @@ def test_run_name_gives_the_run_a_folder_and_names_the_loggers(tmp_path):
     assert ckpt.dirpath == str(run.run_dir / "checkpoints")
 
 
+def test_run_name_takes_the_wandb_agents_run_id_and_the_sweeps_group(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123xy")  # what `wandb agent` sets for its run
+    monkeypatch.setenv("WANDB_RUN_GROUP", "my_sweep")
+    data = OOCLDataModule(p=5)
+    model = OOCLModule(vocab_size=14, seq_len=5, d_model=16, d_mlp=16)
+    run = RunName("oocl_{p}")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    trainer = L.Trainer(logger=logger, callbacks=[run], max_steps=1, enable_progress_bar=False)
+    run.apply(trainer, model, data)
+    assert run.version == "abc123xy" and run.run_dir == tmp_path / "oocl_5" / "abc123xy"
+    assert logger._wandb_init["id"] == "abc123xy" and logger._wandb_init["group"] == "my_sweep"
+
+
 # --- RestoreBestWeights ---------------------------------------------------------------
 SCRIPTED_SCORES = [0.2, 0.7, 0.4, 0.6, 0.3]  # best (mode max) at the 2nd validation
 
