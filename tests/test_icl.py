@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from conftest import CONFIGS, TINY_OOCL, cli
 from lit_loops.callbacks import StepSchedule
@@ -307,9 +308,12 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     zero_mean = results["standard"]["zero"][0]
     assert 0.6 < zero_mean.mean() < 1.4  # the normaliser makes the zero predictor ~1
     (label,) = results["loops"]  # only the looped model has a loop curve
-    assert label.startswith("looped L1 b18")
+    b = yaml.safe_load((CONFIGS / "icl" / "cpu_linear_regression_looped.yaml").read_text())[
+        "model"
+    ]["init_args"]["loops"]
+    assert label.startswith(f"looped L1 b{b}")
     loop_mean, _, _ = results["loops"][label]
-    assert len(loop_mean) == 72  # 4b
+    assert len(loop_mean) == 4 * b
     assert (in_tmp / "eval" / "loops.csv").exists() and (in_tmp / "eval" / "loops.png").exists()
 
 
