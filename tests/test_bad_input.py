@@ -74,6 +74,9 @@ VALUE_ERRORS = [
     case(ICL, "--data.init_args.curriculum_every=0",
          "curriculum_every=0 is invalid: must be an integer in [1, inf]",
          id="icl-curriculum-every-0"),
+    case(ICL_LOOPED, "--model.init_args.loops_extra_warmup=-5",
+         "loops_extra_warmup=-5 is invalid: must be an integer in [0, inf]",
+         id="icl-loops-extra-warmup-negative"),
     case(ICL, "--model.init_args.n_points=5",  # the prompt's positions are the data's
          "model.init_args.n_points=5 is invalid: the data decides it", id="icl-positions-by-hand"),
     # --- integer sequences ------------------------------------------------------------------

@@ -72,6 +72,10 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
             seeded by the step, so a resumed run repeats it), the window still the last T:
             the loss then sees loops past ``b``, which trains the output to stay put when
             the model is looped longer at test time (0: always ``b``).
+        loops_extra_warmup: the most extra loops grows linearly from 0 at step 0 to
+            ``loops_extra`` at this step (0: all of them from the start). Many loops
+            from step 0 can keep a small-batch run on its initial plateau (measured:
+            RESULTS.md); learning at ``b`` first and lengthening the loops later avoids it.
         optimizer, lr, betas, weight_decay, warmup_steps, schedule: see ``lit_loops.optim``
             (the papers: Adam, 1e-4, constant).
     """
@@ -93,6 +97,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         loops_every: int = 500,
         eval_loops: int | None = None,
         loops_extra: int = 0,
+        loops_extra_warmup: int = 0,
         optimizer: str = "adam",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -111,6 +116,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         if eval_loops is not None:
             check_positive_int("eval_loops", eval_loops)
         check_int("loops_extra", loops_extra, min_value=0)
+        check_int("loops_extra_warmup", loops_extra_warmup, min_value=0)
         check_adamw_args(lr, betas, weight_decay, warmup_steps)
         check_schedule_args(
             optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
@@ -150,11 +156,19 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         if self.curriculum is None:
             return 1
         b = self.curriculum.value(step)
-        extra = self.hparams.get("loops_extra", 0)
+        extra = self.loops_extra_at(step)
         if extra:  # seeded by the step: the same draw on every rank and after a resume
             g = torch.Generator().manual_seed(step)
             b += int(torch.randint(extra + 1, (), generator=g))
         return b
+
+    def loops_extra_at(self, step: int) -> int:
+        """The most extra loops a training step ``step`` may draw (the warm-up's ramp)."""
+        extra = self.hparams.get("loops_extra", 0)
+        warmup = self.hparams.get("loops_extra_warmup", 0)
+        if warmup and step < warmup:
+            return extra * step // warmup
+        return extra
 
     def predict(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None):
         """``(B, n, d), (B, n) -> (B, n)``: each ``y_i`` predicted from the examples before
@@ -176,12 +190,15 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         xs, ys = batch["xs"], batch["ys"]
         window = self.hparams.loop_window if self.hparams.looped else None
-        preds = self.model(interleave(xs, ys), self.train_loops(), window)  # list of (B, n)
+        loops = self.train_loops()
+        preds = self.model(interleave(xs, ys), loops, window)  # list of (B, n)
         # mean over the window's loops of the mean squared error over all positions
         loss = torch.stack([(p - ys).pow(2).mean() for p in preds]).mean()
         B = xs.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/nse", (preds[-1] - ys).pow(2).mean() / batch["norm"], batch_size=B)
+        if self.hparams.looped:  # b plus this step's draw of extra loops
+            self.log("train/loops", float(loops), batch_size=B)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
