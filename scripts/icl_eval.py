@@ -63,7 +63,9 @@ def main() -> None:
         if args.loops_max is None and b > 0:
             # flatness past b: the worst error from b to 4 b against the error at b
             drift = max(mean[b - 1 :]) / mean[b - 1]
-            print(f"  worst error in loops b .. 4b = {max(mean[b - 1 :]):.3g}: x{drift:.2f} the error at b")
+            print(
+                f"  worst error in loops b .. 4b = {max(mean[b - 1 :]):.3g}: x{drift:.2f} the error at b"
+            )
     print(f"\nCSV and PNG in {args.out}")
 
 

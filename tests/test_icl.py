@@ -214,7 +214,15 @@ def test_extra_loops_are_drawn_per_step_past_the_curriculum():
 
 def test_extra_loops_warm_up_linearly_from_none():
     model = tiny(True, loops=6, loop_window=2, loops_start=6, loops_extra=8, loops_extra_warmup=100)
-    assert [model.loops_extra_at(s) for s in (0, 12, 13, 50, 99, 100, 5000)] == [0, 0, 1, 4, 7, 8, 8]
+    assert [model.loops_extra_at(s) for s in (0, 12, 13, 50, 99, 100, 5000)] == [
+        0,
+        0,
+        1,
+        4,
+        7,
+        8,
+        8,
+    ]
     assert model.train_loops_at(0) == 6  # no extra loop can be drawn at step 0
     early = {model.train_loops_at(s) for s in range(0, 25)}  # at most 6 + 1
     late = {model.train_loops_at(s) for s in range(100, 300)}
