@@ -59,12 +59,12 @@ def main() -> None:
     for name, (mean, _, _) in results.get("loops", {}).items():
         picks = sorted({1, len(mean) // 4, len(mean) // 2, len(mean)})
         print(f"\nloops ({name}): " + ", ".join(f"{t}: {mean[t - 1]:.3g}" for t in picks))
-        b = len(mean) // 4  # the curve runs to 4 b unless --loops-max says otherwise
-        if args.loops_max is None and b > 0:
-            # flatness past b: the worst error from b to 4 b against the error at b
-            drift = max(mean[b - 1 :]) / mean[b - 1]
+        b = results["loops_b"][name]
+        if len(mean) >= 4 * b:
+            # flatness past b: the worst error over loops b .. 4b against the error at b
+            worst = max(mean[b - 1 : 4 * b])
             print(
-                f"  worst error in loops b .. 4b = {max(mean[b - 1 :]):.3g}: x{drift:.2f} the error at b"
+                f"  worst error in loops {b} .. {4 * b}: {worst:.3g}, x{worst / mean[b - 1]:.2f} the error at b"
             )
     print(f"\nCSV and PNG in {args.out}")
 

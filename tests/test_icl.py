@@ -330,7 +330,7 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     ]["init_args"]["loops"]
     assert label.startswith(f"looped L1 b{b}")
     loop_mean, _, _ = results["loops"][label]
-    assert len(loop_mean) == 4 * b
+    assert len(loop_mean) == 4 * b and results["loops_b"] == {label: b}
     assert (in_tmp / "eval" / "loops.csv").exists() and (in_tmp / "eval" / "loops.png").exists()
 
 

@@ -176,7 +176,8 @@ def evaluate(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, tuple]]:
     """Writes the CSVs and PNGs (see the module docs); returns ``{dist: {name: (mean, lo,
-    hi)}}`` with ``(n,)`` tensors. ``baselines`` None takes the task's list
+    hi)}}`` with ``(n,)`` tensors, plus for looped checkpoints ``"loops"`` (the same, over
+    loop counts) and ``"loops_b"`` (``{name: b}``). ``baselines`` None takes the task's list
     (``BASELINES_FOR_TASK``); the ``EXPENSIVE`` ones (a model fitted per prompt and
     prefix) see only the first ``expensive_prompts`` prompts."""
     check(len(checkpoints) >= 1, "checkpoints", checkpoints, "give at least one")
@@ -244,6 +245,7 @@ def evaluate(
         b = looped[0][0].hparams.loops
         plot(curves, list(range(1, top + 1)), "loops", title, out / "loops.png", mark=b)
         results["loops"] = curves
+        results["loops_b"] = {label: module.hparams.loops for module, label in looped}
     return results
 
 
@@ -251,7 +253,7 @@ def table(results: dict[str, dict[str, tuple]], positions: list[int]) -> str:
     """A markdown table of the mean errors at ``positions`` (numbers of examples)."""
     lines = []
     for dist, curves in results.items():
-        if dist == "loops":
+        if dist in ("loops", "loops_b"):
             continue
         lines.append(f"\n{dist}:\n")
         lines.append("| predictor | " + " | ".join(f"n = {p}" for p in positions) + " |")
