@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, cli
-from lit_loops.callbacks import PhaseSchedule
+from lit_loops.schedules import PhaseSchedule
 from lit_loops.experiments.subleq.data import TASKS, SubleqBatchMaker, make_batch
 from lit_loops.experiments.subleq.machine import MachineSpec, decode, random_states
 

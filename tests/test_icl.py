@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from conftest import CONFIGS, TINY_OOCL, cli
-from lit_loops.callbacks import StepSchedule
+from lit_loops.schedules import StepSchedule
 from lit_loops.experiments.icl import ICLDataModule, ICLModule, interleave, make_task, sample_xs
 from lit_loops.experiments.icl.tasks import DecisionTree, SparseLinearRegression
 

@@ -1,14 +1,14 @@
 """Callbacks shared by all experiments; each works with any LightningModule.
 
 ``RunName`` (run names and folders), ``RestoreBestWeights`` (best weights back at the end
-of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``CurriculumLog`` and
-its ``PhaseSchedule`` (phase mixing over steps) and ``StepSchedule`` (a growing integer),
-``GenerateSample`` (a generated text now and then), ``CheckpointOnInterrupt`` (SIGTERM /
+of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``CurriculumLog`` (the
+values of the curricula in ``lit_loops.schedules``), ``GenerateSample`` (a generated
+sample now and then, from any module that generates), ``CheckpointOnInterrupt`` (SIGTERM /
 Ctrl-C: a checkpoint, then exit), ``NonFiniteLossGuard`` (NaN: stop with a checkpoint, or
 skip), ``SweepReport`` (metrics back to ``lit-loops sweep``).
 """
 
-from lit_loops.callbacks.curriculum import Curricula, CurriculumLog, PhaseSchedule, StepSchedule
+from lit_loops.callbacks.curriculum import CurriculumLog
 from lit_loops.callbacks.interrupt import CheckpointOnInterrupt
 from lit_loops.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from lit_loops.callbacks.quantize import QuantizedEval
@@ -18,15 +18,12 @@ from lit_loops.callbacks.samples import GenerateSample
 
 __all__ = [
     "CheckpointOnInterrupt",
-    "Curricula",
     "CurriculumLog",
     "GenerateSample",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
-    "PhaseSchedule",
     "QuantizedEval",
     "RestoreBestWeights",
     "RunName",
-    "StepSchedule",
     "find_run_name",
 ]

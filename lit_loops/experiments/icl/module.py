@@ -20,7 +20,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from lit_loops.callbacks.curriculum import StepSchedule
+from lit_loops.schedules import StepSchedule
 from lit_loops.checks import check_data_decided, check_int, check_positive_int
 from lit_loops.experiments.icl.tasks import interleave
 from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig

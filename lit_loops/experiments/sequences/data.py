@@ -17,7 +17,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.callbacks.curriculum import PhaseSchedule
+from lit_loops.schedules import PhaseSchedule
 from lit_loops.checks import check, check_choice, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 from lit_loops.experiments.sequences.families import FAMILIES, generate_rows
