@@ -14,7 +14,13 @@ import argparse
 
 import torch
 
-from lit_loops.experiments.subleq import MachineSpec, SubleqModule, decode, programs_that_fit
+from lit_loops.experiments.subleq import (
+    MachineSpec,
+    SubleqModule,
+    decode,
+    program_inputs,
+    programs_that_fit,
+)
 from lit_loops.experiments.subleq.machine import random_states
 from lit_loops.experiments.subleq.rollout import rollout
 
@@ -80,11 +86,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     exact_all = []
     for name, prog in library.items():
-        grid = prog.input_grid(spec.N)
-        count = len(next(iter(grid.values())))
-        inputs = (
-            grid if count <= args.max_inputs else prog.sample_inputs(spec.N, args.max_inputs, g)
-        )
+        inputs = program_inputs(prog, spec.N, args.max_inputs, g)
         result = rollout(
             module, spec, prog.assemble(spec).initial_state(inputs), prog.max_steps(spec.N)
         )

@@ -12,6 +12,7 @@ from lit_loops.experiments.subleq import (
     encode,
     is_halted,
     loss_mask,
+    program_inputs,
     programs_that_fit,
     random_states,
     run,
@@ -392,7 +393,7 @@ def test_which_programs_fit_the_small_machine():
 def test_small_programs_on_every_input(name):
     p = PROGRAMS[name]
     prog = p.assemble(SMALL)
-    grid = p.input_grid(SMALL.N)
+    grid = program_inputs(p, SMALL.N)
     trace = run(SMALL, prog.initial_state(grid), p.max_steps(SMALL.N))
     assert trace.halted.all() and is_halted(SMALL, trace.final).all()
     for word, value in p.expected_tensors(grid, SMALL.N).items():
@@ -403,11 +404,31 @@ def test_small_programs_on_every_input(name):
 def test_programs_on_a_bigger_machine(name):
     p = PROGRAMS[name]
     prog = p.assemble(BIG)
-    inputs = p.sample_inputs(BIG.N, 64, torch.Generator().manual_seed(7))
+    inputs = program_inputs(p, BIG.N, 64, torch.Generator().manual_seed(7))
+    assert len(inputs[next(iter(inputs))]) == 64  # a sample: each has more than 64 inputs
     trace = run(BIG, prog.initial_state(inputs), p.max_steps(BIG.N))
     assert trace.halted.all()
     for word, value in p.expected_tensors(inputs, BIG.N).items():
         assert torch.equal(prog.read(trace.final, word), value), word
+
+
+def test_program_inputs_every_input_up_to_max_inputs_then_a_seeded_sample():
+    add = PROGRAMS["add"]  # A, B in [-8, 7] for N=4: 256 inputs
+    assert add.num_inputs(SMALL.N) == 256 and PROGRAMS["countdown"].num_inputs(SMALL.N) == 16
+    grid = program_inputs(add, SMALL.N)
+    assert list(grid) == ["A", "B"] and len(grid["A"]) == 256
+    assert len(set(zip(grid["A"].tolist(), grid["B"].tolist(), strict=True))) == 256
+    for max_inputs in (256, 1000):  # enough room: every input, the generator untouched
+        g = torch.Generator().manual_seed(3)
+        got = program_inputs(add, SMALL.N, max_inputs, g)
+        assert all(torch.equal(got[k], grid[k]) for k in grid)
+        assert torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+    got = program_inputs(add, SMALL.N, 10, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # one randint per word, in declaration order
+    want = {k: torch.randint(-8, 8, (10,), generator=g) for k in ("A", "B")}
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(ValueError, match="max_inputs=0"):
+        program_inputs(add, SMALL.N, 0)
 
 
 def test_library_examples_by_hand():

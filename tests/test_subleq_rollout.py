@@ -6,7 +6,14 @@ import sys
 import torch
 
 from conftest import CONFIGS, ROOT, cli
-from lit_loops.experiments.subleq import MachineSpec, decode, encode, programs_that_fit, step
+from lit_loops.experiments.subleq import (
+    MachineSpec,
+    decode,
+    encode,
+    program_inputs,
+    programs_that_fit,
+    step,
+)
 from lit_loops.experiments.subleq.machine import random_states
 from lit_loops.experiments.subleq.rollout import quantize, rollout
 
@@ -28,7 +35,7 @@ def test_quantize_snaps_bits_and_clears_the_work_area():
 
 def test_a_perfect_model_rolls_every_library_program_out_exactly():
     for name, prog in programs_that_fit(SPEC).items():
-        state = prog.assemble(SPEC).initial_state(prog.input_grid(SPEC.N))
+        state = prog.assemble(SPEC).initial_state(program_inputs(prog, SPEC.N))
         result = rollout(simulator_as_model, SPEC, state, prog.max_steps(SPEC.N))
         assert bool(result.exact.all()), name
         assert (result.first_divergence == 0).all()

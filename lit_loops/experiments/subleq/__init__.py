@@ -1,14 +1,8 @@
-"""SUBLEQ (seed 000): the machine, its bit-matrix encoding, an assembler and a program
-library (machine.py, assembler.py), the DataModule (data.py) and the model (module.py)."""
+"""SUBLEQ (seed 000): the machine and its bit-matrix encoding (machine.py), an assembler
+(assembler.py), a program library (programs.py), the DataModule (data.py) and the model
+(module.py)."""
 
-from lit_loops.experiments.subleq.assembler import (
-    PROGRAMS,
-    Program,
-    ProgramSpec,
-    assemble,
-    parse,
-    programs_that_fit,
-)
+from lit_loops.experiments.subleq.assembler import Program, assemble, parse
 from lit_loops.experiments.subleq.data import SubleqDataModule
 from lit_loops.experiments.subleq.machine import (
     FIELDS,
@@ -28,6 +22,12 @@ from lit_loops.experiments.subleq.machine import (
     written_mask,
 )
 from lit_loops.experiments.subleq.module import SubleqModule
+from lit_loops.experiments.subleq.programs import (
+    PROGRAMS,
+    ProgramSpec,
+    program_inputs,
+    programs_that_fit,
+)
 
 __all__ = [
     "FIELDS",
@@ -48,6 +48,7 @@ __all__ = [
     "is_halted",
     "loss_mask",
     "parse",
+    "program_inputs",
     "programs_that_fit",
     "random_states",
     "run",

@@ -20,10 +20,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.schedules import PhaseSchedule
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
-from lit_loops.experiments.subleq.assembler import programs_that_fit
 from lit_loops.experiments.subleq.machine import (
     MachineSpec,
     State,
@@ -35,6 +33,8 @@ from lit_loops.experiments.subleq.machine import (
     step,
     written_mask,
 )
+from lit_loops.experiments.subleq.programs import program_inputs, programs_that_fit
+from lit_loops.schedules import PhaseSchedule
 
 
 def field_masks(spec: MachineSpec) -> dict[str, torch.Tensor]:
@@ -84,10 +84,8 @@ def program_trace_states(spec: MachineSpec, max_inputs: int = 256, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     pool = []
     for prog in programs_that_fit(spec).values():
-        grid = prog.input_grid(spec.N)
-        if len(next(iter(grid.values()))) > max_inputs:
-            grid = prog.sample_inputs(spec.N, max_inputs, g)
-        trace = run(spec, prog.assemble(spec).initial_state(grid), prog.max_steps(spec.N))
+        inputs = program_inputs(prog, spec.N, max_inputs, g)
+        trace = run(spec, prog.assemble(spec).initial_state(inputs), prog.max_steps(spec.N))
         for t, state in enumerate(trace.states):
             pool.append(state[trace.steps >= t])  # reached by a real step (no halt repeats)
     return State.cat(pool)

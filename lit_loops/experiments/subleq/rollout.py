@@ -18,7 +18,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_loops.checks import check_int
-from lit_loops.experiments.subleq.assembler import programs_that_fit
 from lit_loops.experiments.subleq.machine import (
     MachineSpec,
     State,
@@ -27,6 +26,7 @@ from lit_loops.experiments.subleq.machine import (
     random_states,
     run,
 )
+from lit_loops.experiments.subleq.programs import program_inputs, programs_that_fit
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # (B, n, d) -> (B, n, d) raw model output
 
@@ -115,10 +115,8 @@ class RolloutEval(Callback):
         g = torch.Generator().manual_seed(self.seed)
         self._sets = []
         for prog in programs_that_fit(spec).values():
-            grid = prog.input_grid(spec.N)
-            if len(next(iter(grid.values()))) > self.max_inputs:
-                grid = prog.sample_inputs(spec.N, self.max_inputs, g)
-            self._sets.append((prog.assemble(spec).initial_state(grid), prog.max_steps(spec.N)))
+            inputs = program_inputs(prog, spec.N, self.max_inputs, g)
+            self._sets.append((prog.assemble(spec).initial_state(inputs), prog.max_steps(spec.N)))
         self._random = random_states(spec, self.random_programs, g)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
