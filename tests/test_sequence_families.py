@@ -1,8 +1,11 @@
 """Sequence families of the sequences experiment (seed 002): each against hand-written
-sequences (the design document's examples), then range, determinism, variety, resampling,
-the banks behind ``sample_mixture`` and the mixture itself."""
+sequences (the design document's examples), then their supports and banks (range,
+probabilities, variety), the rows drawn from the banks, and the training stream pinned."""
 
 from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
 
 import pytest
 import torch
@@ -15,10 +18,9 @@ from lit_loops.experiments.sequences import (
     RATIONAL_PAIRS,
     Family,
     family_bank,
-    generate,
     generate_rows,
-    sample_mixture,
 )
+from lit_loops.experiments.sequences.data import SequenceDataModule
 
 PAIR_HALF_THREE_HALVES = RATIONAL_PAIRS.index(((1, 2), (3, 2)))
 
@@ -28,7 +30,7 @@ def ratio(n: int, d: int) -> int:
 
 
 def terms_of(name: str, params: dict[str, int], length: int) -> list[int]:
-    """One sequence of ``name`` from fixed parameters, brought into range as ``generate``."""
+    """One sequence of ``name`` from fixed parameters, brought into range as its bank."""
     fam = FAMILIES[name]
     x = fam.terms({k: torch.tensor([v]) for k, v in params.items()}, length)
     assert x.dtype == torch.int64 and x.shape == (1, length)
@@ -102,180 +104,135 @@ def test_every_phase_has_its_families():
     }  # fmt: skip
     for name, fam in FAMILIES.items():
         assert fam.name == name and name in PHASES[fam.phase] and fam.doc
-        assert fam.params is not None and fam.terms is not None and fam.support is not None
 
 
 @pytest.mark.parametrize("length", [1, 2, 9, 17, 23])  # 23: the longest growing_steps fits
-def test_every_family_is_in_range_with_the_right_shape(length):
+def test_every_bank_is_in_range_with_the_right_shape(length):
     for name, fam in FAMILIES.items():
-        g = torch.Generator().manual_seed(length)
-        x = generate(name, g, 64, length)
-        assert x.dtype == torch.int64 and x.shape == (64, length), name
-        assert int(x.min()) >= 0 and int(x.max()) <= 255, name
-        if fam.range_rule == "exact":  # in range by construction, not by generate
-            raw = fam.fn(torch.Generator().manual_seed(1), 256, length)
+        params, prob = fam.support(length)
+        seqs, cdf = family_bank(name, length)
+        assert seqs.dtype == torch.uint8 and seqs.shape == (len(prob), length), name
+        assert cdf.shape == prob.shape and float(cdf[-1]) == 1.0, name
+        assert all(v.dtype == torch.int64 and v.shape == prob.shape for v in params.values())
+        if fam.range_rule == "exact":  # in range by construction, not by the bank
+            raw = fam.terms(params, length)
             assert int(raw.min()) >= 0 and int(raw.max()) <= 255, name
 
 
+# the parameters of a row of each family's table: all but the start (``a`` unless listed)
+SHAPE_KEYS = {"alternating": {"a"}, "fibonacci_like": {"p", "q", "x1"},
+              "fibonacci_mod": {"m"}, "switch_rule": {"x0"}}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_families_are_deterministic_varied_and_split_in_params_and_terms(name):
-    fam = FAMILIES[name]
-    x = generate(name, torch.Generator().manual_seed(0), 64, 9)
-    assert torch.equal(x, generate(name, torch.Generator().manual_seed(0), 64, 9))
-    assert not torch.equal(x, generate(name, torch.Generator().manual_seed(1), 64, 9))
+def test_support_is_a_uniform_row_then_a_uniform_start(name):
+    """Every parameter set once; each table row (shape parameters) equally likely, then each
+    of its starts equally likely (the distribution the module doc states)."""
+    params, prob = FAMILIES[name].support(17)
+    keys = sorted(params)
+    sets = torch.stack([params[k] for k in keys], 1).tolist()
+    assert len(set(map(tuple, sets))) == len(sets)  # no parameter set twice
+    shape = SHAPE_KEYS.get(name, set(keys) - {"a"})
+    rows = defaultdict(list)
+    for s, p in zip(sets, prob.tolist(), strict=True):
+        rows[tuple(v for k, v in zip(keys, s, strict=True) if k in shape)].append(p)
+    for starts in rows.values():
+        assert starts == pytest.approx([1 / (len(rows) * len(starts))] * len(starts), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_rows_are_deterministic_and_varied(name):
+    def draw(seed: int) -> torch.Tensor:
+        return generate_rows(
+            torch.Generator().manual_seed(seed), [name], torch.zeros(64, dtype=torch.long), 9
+        )
+
+    x = draw(0)
+    assert x.dtype == torch.int64 and x.shape == (64, 9)
+    assert torch.equal(x, draw(0)) and not torch.equal(x, draw(1))
     assert len(torch.unique(x, dim=0)) >= 10  # not all rows alike
-    params = fam.params(torch.Generator().manual_seed(0), 64, 9)
-    assert all(v.dtype == torch.int64 and v.shape == (64,) for v in params.values())
-    assert torch.equal(fam.terms(params, 9), fam.fn(torch.Generator().manual_seed(0), 64, 9))
 
 
 @pytest.mark.parametrize("name", ["two_step", "three_step", "mixed_periods",
                                   "double_every_third", "alternating_sign_arithmetic"])  # fmt: skip
 def test_periodic_families_start_anywhere_in_their_cycle(name):
-    k = FAMILIES[name].params(torch.Generator().manual_seed(0), 500, 17)["k"]
+    k = FAMILIES[name].support(17)[0]["k"]
     period = {"two_step": 2, "three_step": 3, "double_every_third": 3}.get(name, 2)
     if name == "mixed_periods":
         period = max(sum(p) for p in MIXED_PATTERNS)
     assert set(k.tolist()) == set(range(period))
 
 
-def test_support_lists_every_draw_with_its_probability():
-    for name, fam in FAMILIES.items():
-        params, prob = fam.support(9)
-        keys = sorted(params)
-        listed = set(map(tuple, torch.stack([params[k] for k in keys], 1).tolist()))
-        assert len(listed) == len(prob), name  # no parameter set twice
-        torch.testing.assert_close(prob.sum(), torch.tensor(1.0, dtype=torch.float64))
-        drawn = fam.params(torch.Generator().manual_seed(0), 200, 9)
-        assert set(map(tuple, torch.stack([drawn[k] for k in keys], 1).tolist())) <= listed, name
-
-
-def test_sampling_from_the_banks_matches_generate():
-    """Per family, the bank draw and generate agree on the means of the first and last terms
-    and of the first step's size (a mistake in the probabilities moves them by far more)."""
-    n = 3000
-
-    def stats(x: torch.Tensor) -> torch.Tensor:  # (n, L) -> (n, 3)
-        x = x.double()
-        return torch.stack([x[:, 0], x[:, -1], (x[:, 1] - x[:, 0]).abs()], 1)
-
-    for name in FAMILIES:
-        direct = stats(generate(name, torch.Generator().manual_seed(0), n, 17))
-        banked = stats(sample_mixture(torch.Generator().manual_seed(1), [name], None, n, 17)[0])
-        error = ((direct.var(0) + banked.var(0)) / n).sqrt()  # of the difference of the means
-        gap = (direct.mean(0) - banked.mean(0)).abs()
-        assert bool((gap <= 5 * error + 1e-9).all()), (name, gap, error)
-
-
-def test_bank_steps_are_uniform_like_generate():
+def test_bank_steps_are_uniform():
     # arithmetic_up at L = 17 draws its step uniformly in 1..15 (then the start), not its
     # (step, start) pairs uniformly, which would favour small steps 15 to 1
-    x, _ = sample_mixture(torch.Generator().manual_seed(0), ["arithmetic_up"], None, 15000, 17)
+    family = torch.zeros(15000, dtype=torch.long)
+    x = generate_rows(torch.Generator().manual_seed(0), ["arithmetic_up"], family, 17)
     share = torch.bincount(x[:, 1] - x[:, 0], minlength=16)[1:] / 15000
     torch.testing.assert_close(share, torch.full((15,), 1 / 15), atol=0.01, rtol=0)
-    seqs, cdf = family_bank("arithmetic_up", 17)
-    assert seqs.dtype == torch.uint8 and len(seqs) == len(cdf) and float(cdf[-1]) == 1.0
 
 
-def _noisy_family(calls: list[int]) -> Family:
-    """60 % of rows shifted out of range by 256."""
-
-    def fn(g: torch.Generator, batch: int, length: int) -> torch.Tensor:
-        calls.append(batch)
-        x = torch.randint(256, (batch, length), generator=g)
-        return x + 256 * (torch.rand(batch, generator=g) < 0.6).long().unsqueeze(1)
-
-    return Family("noisy", 1, "resample", "test family", fn)
-
-
-def test_resample_redraws_out_of_range_rows():
-    calls: list[int] = []
-    x = generate(_noisy_family(calls), torch.Generator().manual_seed(0), 500, 6)
-    assert x.shape == (500, 6) and int(x.min()) >= 0 and int(x.max()) <= 255
-    assert calls[0] == 500 and len(calls) > 2 and calls[1] < 500  # only the bad rows redrawn
-    y = generate(_noisy_family([]), torch.Generator().manual_seed(0), 500, 6)
-    assert torch.equal(x, y)
-
-
-def test_resample_gives_up_with_a_clear_error():
-    broken = Family("broken", 2, "resample", "always 300", lambda g, b, n: torch.full((b, n), 300))
-    with pytest.raises(RuntimeError, match="family 'broken'.*outside 0..255 after 100 rounds"):
-        generate(broken, torch.Generator().manual_seed(0), 4, 5)
-
-
-def test_mod256_brings_negative_terms_into_range():
-    fam = Family("neg", 3, "mod256", "", lambda g, b, n: torch.full((b, n), -1))
-    assert generate(fam, torch.Generator(), 2, 3).tolist() == [[255] * 3] * 2
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [({"phase": 4}, "phase=4"), ({"range_rule": "clip"}, "range_rule='clip'")],
-)
-def test_bad_families_are_rejected(kwargs, match):
-    args = {"name": "x", "phase": 1, "range_rule": "exact", "doc": "", "fn": None}
-    with pytest.raises(ValueError, match=match):
-        Family(**{**args, **kwargs})
-
-
-def test_exact_families_refuse_lengths_they_cannot_fit():
-    match = "'growing_steps': no parameters keep .* length 24"
-    with pytest.raises(ValueError, match=match):
-        generate("growing_steps", torch.Generator(), 4, 24)
-    with pytest.raises(ValueError, match=match):
-        sample_mixture(torch.Generator(), ["constant", "growing_steps"], None, 4, 24)
-
-
-@pytest.mark.parametrize("bank", [True, False])
-def test_mixture_follows_the_weights_and_labels_rows(bank):
-    names = ["constant", "arithmetic_up", "alternating"]
-    g = torch.Generator().manual_seed(0)
-    seqs, index = sample_mixture(g, names, [1.0, 3.0, 0.0], 8000, 9, bank=bank)
-    assert seqs.shape == (8000, 9) and seqs.dtype == torch.int64 and index.shape == (8000,)
-    share = torch.bincount(index, minlength=3) / 8000
-    torch.testing.assert_close(share, torch.tensor([0.25, 0.75, 0.0]), atol=0.02, rtol=0)
-    steps = seqs.diff(dim=1)
-    assert bool((steps[index == 0] == 0).all())  # constant rows
-    up = steps[index == 1]
-    assert bool(((up > 0) & (up == up[:, :1])).all())  # arithmetic rows
-    _, index = sample_mixture(g, names, None, 6000, 9, bank=bank)
-    share = torch.bincount(index, minlength=3) / 6000
-    torch.testing.assert_close(share, torch.full((3,), 1 / 3), atol=0.02, rtol=0)
-
-
-@pytest.mark.parametrize("bank", [True, False])
-def test_rows_of_given_families(bank):
+def test_rows_of_given_families():
     family = torch.tensor([1, 0, 0, 1, 1, 0, 1])
-    seqs = generate_rows(
-        torch.Generator().manual_seed(0), ["constant", "arithmetic_up"], family, 9, bank
-    )
-    again = generate_rows(
-        torch.Generator().manual_seed(0), ["constant", "arithmetic_up"], family, 9, bank
-    )
+    names = ["constant", "arithmetic_up"]
+    seqs = generate_rows(torch.Generator().manual_seed(0), names, family, 9)
+    again = generate_rows(torch.Generator().manual_seed(0), names, family, 9)
     assert seqs.shape == (7, 9) and seqs.dtype == torch.int64 and torch.equal(seqs, again)
     steps = seqs.diff(dim=1)
     assert bool((steps[family == 0] == 0).all()) and bool((steps[family == 1] > 0).all())
 
 
-@pytest.mark.parametrize("bank", [True, False])
-def test_mixture_of_all_families_is_deterministic_and_in_range(bank):
+def test_rows_of_all_families_are_in_range():
     names = list(FAMILIES)
+    family = torch.randint(len(names), (256,), generator=torch.Generator().manual_seed(0))
+    x = generate_rows(torch.Generator().manual_seed(0), names, family, 17)
+    assert x.shape == (256, 17) and int(x.min()) >= 0 and int(x.max()) <= 255
 
-    def draw(seed: int):
-        return sample_mixture(torch.Generator().manual_seed(seed), names, None, 256, 17, bank=bank)
 
-    (x, i), (y, j) = draw(0), draw(0)
-    assert torch.equal(x, y) and torch.equal(i, j) and not torch.equal(x, draw(1)[0])
-    assert int(x.min()) >= 0 and int(x.max()) <= 255 and set(i.tolist()) == set(range(len(names)))
+def digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_the_training_stream_is_pinned():
+    """Same seeds, same batches: the digests of the stream as it was before the families
+    kept only their banks (commit 6a5249e). A change here changes what the models learn."""
+    names = list(FAMILIES)
+    banks = [t for n in names for t in family_bank(n, 9)]
+    assert digest(*banks) == "15f7a2cc49ebc341"
+    family = torch.arange(len(names)).repeat(4)  # (84,) every family 4 times
+    rows = generate_rows(torch.Generator().manual_seed(0), names, family, 9)
+    assert digest(rows) == "fdf61037a6ae3f94"
+    dm = SequenceDataModule()  # all families, window 8, batch 64; step 2000: phases 1 and 2
+    batches = [dm.batch_maker()(torch.Generator().manual_seed(s), s) for s in (0, 2000, 9000)]
+    assert digest(*[b[k] for b in batches for k in ("seq", "family")]) == "07be9520cc9825be"
+    assert digest(*[b["seq"] for b in dm.val_batches()]) == "d375df1fcd50b441"
 
 
 @pytest.mark.parametrize(
-    "names, weights, match",
-    [(["nope"], None, "unknown family 'nope'"), ([], None, "at least one family"),
-     (["constant"], [1.0, 2.0], "weights=.* is invalid"),
-     (["constant", "geometric"], [1.0, -1.0], "weights=.* is invalid"),
-     (["constant", "geometric"], [0.0, 0.0], "weights=.* is invalid")],
-)  # fmt: skip
-def test_bad_mixtures_are_rejected(names, weights, match):
+    "kwargs, match",
+    [({"phase": 4}, "phase=4"), ({"range_rule": "resample"}, "range_rule='resample'")],
+)
+def test_bad_families_are_rejected(kwargs, match):
+    args = {"name": "x", "phase": 1, "range_rule": "exact", "doc": "", "support": None}
     with pytest.raises(ValueError, match=match):
-        sample_mixture(torch.Generator(), names, weights, 4, 5)
+        Family(**{**args, "terms": None, **kwargs})
+
+
+def test_exact_families_refuse_lengths_they_cannot_fit():
+    match = "'growing_steps': no parameters keep .* length 24"
+    with pytest.raises(ValueError, match=match):
+        family_bank("growing_steps", 24)
+    with pytest.raises(ValueError, match=match):
+        generate_rows(
+            torch.Generator(), ["constant", "growing_steps"], torch.zeros(4, dtype=torch.long), 24
+        )
+
+
+@pytest.mark.parametrize("names, match", [(["nope"], "unknown family 'nope'"),
+                                          ([], "at least one family")])  # fmt: skip
+def test_unknown_families_are_rejected(names, match):
+    with pytest.raises(ValueError, match=match):
+        generate_rows(torch.Generator(), names, torch.zeros(4, dtype=torch.long), 5)

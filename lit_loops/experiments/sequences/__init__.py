@@ -1,6 +1,7 @@
 """Next-term prediction on integer sequences over 0..255 (seed 002) with a three-phase
-curriculum: the vectorised sequence families (families.py)."""
+curriculum: the sequence families (families.py) and their banks (banks.py)."""
 
+from lit_loops.experiments.sequences.banks import family_bank, generate_rows
 from lit_loops.experiments.sequences.families import (
     FAMILIES,
     GEOMETRIC_RATIOS,
@@ -9,11 +10,6 @@ from lit_loops.experiments.sequences.families import (
     RANGE_RULES,
     RATIONAL_PAIRS,
     Family,
-    family_bank,
-    generate,
-    generate_rows,
-    get_family,
-    sample_mixture,
 )
 
 __all__ = [
@@ -25,8 +21,5 @@ __all__ = [
     "RATIONAL_PAIRS",
     "Family",
     "family_bank",
-    "generate",
     "generate_rows",
-    "get_family",
-    "sample_mixture",
 ]

@@ -17,10 +17,11 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.schedules import PhaseSchedule
 from lit_loops.checks import check, check_choice, check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
-from lit_loops.experiments.sequences.families import FAMILIES, generate_rows
+from lit_loops.experiments.sequences.banks import generate_rows
+from lit_loops.experiments.sequences.families import FAMILIES
+from lit_loops.schedules import PhaseSchedule
 
 PHASE_NAMES = ("phase1", "phase2", "phase3")
 
@@ -64,7 +65,7 @@ def make_batch(
     min_terms: int | None = None,
 ) -> dict:
     """Sequences of the given ``family`` indices (B,), drawn from the families' banks of
-    all their sequences (``generate_rows``: a few tensor ops for the whole batch)."""
+    all their sequences (``banks.generate_rows``: a few tensor ops for the whole batch)."""
     B = family.shape[0]
     seq = generate_rows(g, families, family, length)  # (B, length)
     valid = torch.ones(B, length, dtype=torch.bool)

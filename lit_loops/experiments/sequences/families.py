@@ -1,43 +1,32 @@
-"""Vectorised generators of integer sequences over 0..255 for next-term prediction.
+"""The sequence families: integer sequences over 0..255 for next-term prediction.
 
 The families follow the curriculum of the design document (seed 002, "Curriculum Learning
 Strategy"): phase 1 simple recurrences, phase 2 nested recurrences (the constants follow a
 recurrence of their own), phase 3 combined, transformed and conditional recurrences.
 
-Each family is split in two so that it can be checked against hand-written sequences:
-``params(g, batch, length)`` draws one parameter set per sequence (a dict of ``(B,)`` int64
-tensors) and ``terms(params, length)`` maps it to the ``(B, L)`` terms; ``fn`` is both in turn.
-``generate`` brings the terms into 0..255 by the family's ``range_rule``:
+A family is a table of its parameter sets: ``support(length)`` lists every set it can draw
+at a length (a dict of ``(N,)`` int64 tensors, at most 65536 sets) with its probability
+``(N,)`` float64, and ``terms(params, length)`` maps sets to their ``(N, L)`` terms.
+``banks.family_bank`` turns the whole support into sequences once per length, and training
+draws its rows from there (``banks.generate_rows``). The probabilities: a row of the
+family's table uniformly (its shape parameters: steps, phase, direction, ...), then the start
+uniformly in the row's range. ``range_rule`` says how the terms stay in 0..255:
 
-- ``exact``: the parameters are drawn so that every term is in range: the shape parameters
-  (steps, phase, direction, ...) uniformly among the combinations that fit in 0..255 at this
-  length, then the start uniformly among the values that keep the whole window in range;
-- ``mod256``: the recurrence is defined modulo 256 (``terms`` may return any representative);
-- ``resample``: rows with a term outside 0..255 are drawn again. No built-in family needs it
-  (they are all exact or modular); it serves families whose valid parameters are awkward to
-  describe.
+- ``exact``: the table holds only the shape parameters that fit in 0..255 at this length,
+  each with the starts that keep the whole window in range;
+- ``mod256``: the recurrence is defined modulo 256 (``terms`` may return any representative;
+  the bank takes it mod 256).
 
-Terms are indexed from ``t = 0``. Periodic families draw their offset in the cycle (``k``), so
-that a window does not always start at the cycle's start.
-
-Speed: a training batch holds a few rows per family, so the cost is the number of torch ops,
-not their size. Everything that does not depend on the drawn parameters (the parameter
-combinations that fit a length, the orbits of the nonlinear recurrences from all 256 starts,
-the coefficients of the linear ones) is computed once per length and cached, and a family
-then costs about ten small ops (~20 us on CPU) at any length. Every parameter space being
-finite (at most 65536 sets), each family also lists it with its probabilities (``support``),
-and ``family_bank`` keeps all its sequences at a length (~240k for all families at L = 17:
-4 MiB of uint8 and 2 MiB of probabilities, built in ~0.1 s): ``sample_mixture`` draws a
-whole batch of any mixture (``generate_rows``: of given families) from the stacked banks
-in ~7 ops (~30-70 us for 64-256 rows), instead of ~10 ops per family (~0.6 ms for all 21
-families).
+Terms are indexed from ``t = 0``. Periodic families list every offset in the cycle (``k``),
+so that a window does not always start at the cycle's start. What does not depend on the
+parameters (the combinations that fit a length, the orbits of the nonlinear recurrences from
+all 256 starts, the coefficients of the linear ones) is computed once per length and cached.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,34 +34,26 @@ from fractions import Fraction
 import torch
 
 Params = dict[str, torch.Tensor]
-ParamsFn = Callable[[torch.Generator, int, int], Params]
 TermsFn = Callable[[Params, int], torch.Tensor]
 SupportFn = Callable[[int], tuple[Params, torch.Tensor]]
 
 VOCAB = 256
-RANGE_RULES = ("resample", "mod256", "exact")
-# With valid rows at least 20 % likely, a row is still invalid after 100 rounds with
-# probability 0.8**100 = 2e-10: hitting the bound means the family is broken, not unlucky.
-MAX_RESAMPLE_ROUNDS = 100
+RANGE_RULES = ("mod256", "exact")
 
 
 @dataclass(frozen=True)
 class Family:
-    """A sequence family: ``fn(g, batch, length)`` gives raw ``(batch, length)`` int64 terms
-    (outside 0..255 is allowed for ``resample`` and ``mod256``; ``generate`` fixes that).
-    ``params`` and ``terms``, when given, are the two halves of ``fn`` (see the module doc).
-    ``support(length)``, when given, lists every parameter set ``params`` can draw, as a dict
-    of ``(N,)`` tensors, with its probability ``(N,)`` float64; ``sample_mixture`` draws from
-    the terms of that list (see there)."""
+    """A sequence family (see the module doc): ``support(length)`` gives its parameter sets,
+    a dict of ``(N,)`` int64 tensors, and their probabilities ``(N,)`` float64;
+    ``terms(params, length)`` their ``(N, length)`` int64 terms (in 0..255 for ``exact``,
+    any representative mod 256 for ``mod256``)."""
 
     name: str
     phase: int
     range_rule: str
     doc: str
-    fn: Callable[[torch.Generator, int, int], torch.Tensor] = field(repr=False)
-    params: ParamsFn | None = field(default=None, repr=False)
-    terms: TermsFn | None = field(default=None, repr=False)
-    support: SupportFn | None = field(default=None, repr=False)
+    support: SupportFn = field(repr=False)
+    terms: TermsFn = field(repr=False)
 
     def __post_init__(self) -> None:
         if self.phase not in (1, 2, 3):
@@ -81,16 +62,6 @@ class Family:
             raise ValueError(
                 f"family {self.name!r}: range_rule={self.range_rule!r} must be one of {RANGE_RULES}"
             )
-
-
-def _family(
-    name: str, phase: int, range_rule: str, doc: str, params: ParamsFn, terms: TermsFn,
-    support: SupportFn | None = None,
-) -> Family:  # fmt: skip
-    def fn(g: torch.Generator, batch: int, length: int) -> torch.Tensor:
-        return terms(params(g, batch, length), length)
-
-    return Family(name, phase, range_rule, doc, fn, params, terms, support)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,13 +88,7 @@ def _half_counts(length: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _col(x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(1)  # (B,) -> (B, 1); cheaper than x[:, None]
-
-
-def _below(g: torch.Generator, count: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` uniform integers in ``0..count-1`` for a per-row ``count (B,)``: the remainder
-    of a 31-bit draw (bias below ``count / 2**31``, at most 1.2e-7 here), exact in integers."""
-    return torch.randint(1 << 31, count.shape, generator=g) % count
+    return x.unsqueeze(1)  # (N,) -> (N, 1); cheaper than x[:, None]
 
 
 def _grid(grid: dict[str, Iterable[int]], keep: Callable[..., bool] | None) -> torch.Tensor:
@@ -139,22 +104,6 @@ def _with_start(cols: torch.Tensor, lo: torch.Tensor | int, count: torch.Tensor 
     lo = torch.as_tensor(lo, dtype=torch.int64).expand(k)
     count = torch.as_tensor(count, dtype=torch.int64).expand(k)
     return torch.cat([cols, _col(lo), _col(count)], 1)
-
-
-def _draw(
-    g: torch.Generator, table: torch.Tensor, names: Sequence[str], batch: int, family: str,
-    length: int, start: str = "a",
-) -> Params:  # fmt: skip
-    """One row of ``table (K, n+2)`` per sample, uniformly (its parameter columns ``names``,
-    then the ``lo`` and ``count`` of the start), then the start uniformly in its range."""
-    if table.shape[0] == 0:
-        raise ValueError(
-            f"family {family!r}: no parameters keep a sequence of length {length} inside 0..255"
-        )
-    *cols, lo, count = table[torch.randint(table.shape[0], (batch,), generator=g)].unbind(1)
-    params = dict(zip(names, cols, strict=True))
-    params[start] = lo + _below(g, count)
-    return params
 
 
 def _offset_table(
@@ -193,25 +142,23 @@ def _table_family(
     names: Sequence[str], terms: TermsFn, start: str = "a",
     finish: Callable[[Params], Params] | None = None,
 ) -> Family:  # fmt: skip
-    """A family whose parameters are a row of ``table(length)`` (uniformly) and a start in
-    the row's range (uniformly), passed through ``finish`` if given (to derive the
-    parameters ``terms`` reads from the drawn ones)."""
+    """A family whose parameter sets are the rows of ``table(length)`` ``(K, n+2)``: the
+    parameters ``names``, then the ``lo`` and ``count`` of the start ``start`` (see
+    ``_expand``), passed through ``finish`` if given (to derive the parameters ``terms``
+    reads from the listed ones)."""
     table = functools.cache(table)
-
-    def params(g: torch.Generator, batch: int, length: int) -> Params:
-        p = _draw(g, table(length), names, batch, name, length, start)
-        return finish(p) if finish else p
 
     def support(length: int) -> tuple[Params, torch.Tensor]:
         p, prob = _expand(table(length), names, start)
         return (finish(p) if finish else p), prob
 
-    return _family(name, phase, range_rule, doc, params, terms, support)
+    return Family(name, phase, range_rule, doc, support, terms)
 
 
 def _expand(table: torch.Tensor, names: Sequence[str], start: str) -> tuple[Params, torch.Tensor]:
-    """Every parameter set ``_draw`` can give from ``table (K, n+2)``, ``(N,)`` each with
-    ``N = sum of counts``, and its probability ``1 / (K count)``, ``(N,)`` float64."""
+    """The parameter sets of ``table (K, n+2)``: each row once per start in its range,
+    ``(N,)`` each with ``N = sum of counts``, and the probability of drawing the row
+    uniformly then the start uniformly, ``1 / (K count)``, ``(N,)`` float64."""
     *cols, lo, count = table.unbind(1)
     row = torch.repeat_interleave(torch.arange(table.shape[0]), count)  # (N,) its table row
     first = torch.cumsum(count, 0) - count  # (K,) where each row's run starts
@@ -224,7 +171,7 @@ UP_DOWN = (1, -1)
 
 
 def _arith_shape(p: Params, length: int) -> torch.Tensor:
-    return _col(p["d"] * p["s"]) * _positions(length)  # (B, L)
+    return _col(p["d"] * p["s"]) * _positions(length)  # (N, L)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +205,7 @@ def _fibonacci_like_coefficients(length: int) -> torch.Tensor:
 
 
 def _fibonacci_like_terms(p: Params, length: int) -> torch.Tensor:
-    c = _fibonacci_like_coefficients(length)[p["p"], p["q"]]  # (B, 2, L)
+    c = _fibonacci_like_coefficients(length)[p["p"], p["q"]]  # (N, 2, L)
     return _col(p["x0"]) * c[:, 0] + _col(p["x1"]) * c[:, 1]
 
 
@@ -531,7 +478,7 @@ def _double_every_third_terms(p: Params, length: int) -> torch.Tensor:
 
 
 GEOMETRIC_RATIOS = ((1, 2), (2, 3), (3, 4), (4, 5), (5, 4), (4, 3), (3, 2))
-_CAP = 1 << 40  # terms this large are out of range anyway (their parameters are never drawn)
+_CAP = 1 << 40  # terms this large are out of range anyway (their parameters are never listed)
 
 
 @functools.cache
@@ -657,145 +604,3 @@ FAMILIES: dict[str, Family] = {f.name: f for f in PHASE_1 + PHASE_2 + PHASE_3}
 PHASES: dict[int, list[str]] = {
     p: [n for n, f in FAMILIES.items() if f.phase == p] for p in (1, 2, 3)
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling
-
-
-def get_family(family: Family | str) -> Family:
-    if isinstance(family, Family):
-        return family
-    try:
-        return FAMILIES[family]
-    except KeyError:
-        raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}") from None
-
-
-def _out_of_range(x: torch.Tensor) -> torch.Tensor:
-    # (B, L) -> (B,): any bit above the low 8 set <=> outside 0..255 (negatives included)
-    return (x & ~(VOCAB - 1)).any(1)
-
-
-def generate(family: Family | str, g: torch.Generator, batch: int, length: int) -> torch.Tensor:
-    """``(batch, length)`` int64 terms of ``family`` in 0..255 (see ``Family.range_rule``)."""
-    fam = get_family(family)
-    x = fam.fn(g, batch, length)
-    if fam.range_rule == "mod256":
-        return x % VOCAB  # Python-style remainder: negatives land in 0..255 too
-    if fam.range_rule == "exact":
-        return x
-    bad = _out_of_range(x)
-    if not bool(bad.any()):
-        return x
-    x = x.clone()  # fn may hand out a tensor it still uses
-    for _ in range(MAX_RESAMPLE_ROUNDS):
-        rows = bad.nonzero().squeeze(1)  # (n,) rows still to fix
-        fresh = fam.fn(g, rows.numel(), length)
-        ok = ~_out_of_range(fresh)
-        x[rows[ok]] = fresh[ok]
-        bad[rows[ok]] = False
-        if not bool(bad.any()):
-            return x
-    raise RuntimeError(
-        f"family {fam.name!r}: {int(bad.sum())} of {batch} rows of length {length} still have "
-        f"terms outside 0..255 after {MAX_RESAMPLE_ROUNDS} rounds of resampling; its "
-        "parameter ranges make valid rows too rare"
-    )
-
-
-def _in_range(fam: Family, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``raw (N, L)`` terms brought into 0..255 by ``fam``'s rule, and a mask ``(N,)`` of the
-    rows kept (all but out-of-range rows of a ``resample`` family)."""
-    if fam.range_rule == "mod256":
-        return raw % VOCAB, torch.ones(raw.shape[0], dtype=torch.bool)
-    ok = ~_out_of_range(raw)
-    if fam.range_rule == "exact" and not bool(ok.all()):
-        raise AssertionError(f"family {fam.name!r} is not exact: a term left 0..255")
-    return raw, ok
-
-
-@functools.lru_cache(maxsize=256)
-def family_bank(name: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every sequence ``generate(name, ., ., length)`` can give: ``(N, L)`` uint8 (the terms
-    of ``support``; a sequence with several parameter sets appears once per set), and the
-    cumulative probabilities ``(N,)`` float64, ending at exactly 1. Rows of a ``resample``
-    family that leave 0..255 are dropped and the rest renormalised: resampling a row until
-    it is valid draws from that conditional distribution."""
-    fam = FAMILIES[name]
-    if fam.support is None or fam.terms is None:
-        raise ValueError(f"family {name!r} lists no support, so it has no bank")
-    params, prob = fam.support(length)
-    seqs, ok = _in_range(fam, fam.terms(params, length))
-    if not bool(ok.any()):  # as _draw says for generate
-        raise ValueError(
-            f"family {name!r}: no parameters keep a sequence of length {length} inside 0..255"
-        )
-    cdf = prob[ok].cumsum(0)
-    return seqs[ok].to(torch.uint8), cdf / cdf[-1]
-
-
-@functools.lru_cache(maxsize=16)
-def _mixture_bank(names: tuple[str, ...], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The banks of ``names`` stacked, ``(N, L)`` uint8, with one cumulative probability
-    ``(N,)`` float64 where the i-th family's rows cover ``(i, i + 1]``."""
-    banks = [family_bank(n, length) for n in names]
-    seqs = torch.cat([b[0] for b in banks])
-    cdf = torch.cat([i + b[1] for i, b in enumerate(banks)])
-    return seqs, cdf
-
-
-def sample_mixture(
-    g: torch.Generator, names: Sequence[str], weights: Sequence[float] | torch.Tensor | None,
-    batch: int, length: int, bank: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """``(seqs (B, L) int64 in 0..255, family_index (B,) int64 into names)``: each row's family
-    drawn from ``names`` with probabilities proportional to ``weights`` (uniform if None).
-
-    With ``bank`` (the default, when every family lists its support) a row is then drawn
-    from its family's bank (``family_bank``: all its sequences at this length, built once and
-    cached), all rows at once: ~7 ops whatever the number of families, instead of ~10 per
-    family, and the same distribution as ``generate``. Without, each family drawn
-    generates its rows with ``generate``, in one call per family."""
-    families = [get_family(n) for n in names]
-    if not families:
-        raise ValueError("names must name at least one family")
-    if weights is None:
-        index = torch.randint(len(families), (batch,), generator=g)
-    else:
-        # checked and summed in Python: a few small tensor ops would cost more
-        w = weights.tolist() if isinstance(weights, torch.Tensor) else [float(x) for x in weights]
-        total = sum(w)
-        if len(w) != len(families) or not min(w) >= 0 or not (math.isfinite(total) and total > 0):
-            raise ValueError(
-                f"weights={weights!r} is invalid: need {len(families)} non-negative finite "
-                "weights with a positive sum"
-            )
-        cdf = list(itertools.accumulate(w))
-        u = torch.rand(batch, generator=g, dtype=torch.float64) * cdf[-1]
-        # right=True: a family of weight 0 owns an empty interval, so it is never drawn
-        index = torch.searchsorted(torch.tensor(cdf, dtype=torch.float64), u, right=True)
-        index = index.clamp_max_(len(families) - 1)  # u rounded up to the total, if ever
-    return generate_rows(g, names, index, length, bank), index
-
-
-def generate_rows(
-    g: torch.Generator, names: Sequence[str], family: torch.Tensor, length: int,
-    bank: bool = True,
-) -> torch.Tensor:  # fmt: skip
-    """``(B, L)`` int64 sequences in 0..255, row ``i`` of family ``names[family[i]]`` for
-    given family indices ``family (B,)`` (``sample_mixture`` after drawing them): from the
-    stacked banks with ``bank`` (when every family lists its support), else one ``generate``
-    call per family present."""
-    if bank and all(isinstance(n, str) and get_family(n).support for n in names):
-        seqs, cdf = _mixture_bank(tuple(names), length)
-        # family i's rows cover (i, i + 1] of cdf: i + u with u uniform in [0, 1) picks one
-        u = family + torch.rand(family.shape[0], generator=g, dtype=torch.float64)
-        return seqs[torch.searchsorted(cdf, u, right=True)].long()
-    families = [get_family(n) for n in names]
-    counts = torch.bincount(family, minlength=len(families)).tolist()
-    chunks = [generate(f, g, n, length) for f, n in zip(families, counts, strict=True) if n]
-    seqs = torch.empty(family.shape[0], length, dtype=torch.int64)
-    # chunks come in family order; rows sorted stably by family receive them in that order
-    seqs[torch.argsort(family, stable=True)] = torch.cat(chunks)
-    return seqs
