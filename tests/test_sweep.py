@@ -1,4 +1,4 @@
-"""Sweep files and the local sweep runner (``lit-loops sweep``, lit_loops/sweep.py).
+"""Sweep files and the local sweep runner (``lit-loops sweep``, lit_loops/sweep/).
 
 Every file in configs/sweeps/ is checked against wandb's sweep schema, and a run it would
 start (its command expanded by wandb's own agent code) is parsed and built by the CLI. The
@@ -24,13 +24,13 @@ from lit_loops.cli import LitLoopsCLI
 from lit_loops.sweep import (
     LocalSweep,
     RunRecord,
-    _engine,
     agent_command,
     format_table,
     load_sweep,
     main,
     plot_sweep,
 )
+from lit_loops.sweep.engine import import_sweeps
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 EXPERIMENTS = {"subleq", "icl", "sequences", "oocl", "block_recurrent"}
@@ -86,7 +86,7 @@ def test_sweep_file_is_valid_and_the_agent_command_parses(in_repo_tmp, path):
     config = load_sweep(path)  # wandb's JSON schema plus our checks
     assert config["command"][:3] == ["${env}", "lit-loops", "fit"]
     assert all("." in k or k == "config" for k in config["parameters"]), "flat dotted names"
-    suggestion = _engine().next_run(config, [])
+    suggestion = import_sweeps().next_run(config, [])
     params = {k: v["value"] for k, v in suggestion.config.items()}
     argv = agent_command(config, params)
     assert argv[:3] == ["/usr/bin/env", "lit-loops", "fit"]
@@ -104,7 +104,7 @@ def test_grid_sweeps_enumerate_their_whole_grid(path):
     config = load_sweep(path)
     sizes = [len(v["values"]) for v in config["parameters"].values() if "values" in v]
     seen = []
-    while (suggestion := _engine().next_run(config, seen)) is not None:
+    while (suggestion := import_sweeps().next_run(config, seen)) is not None:
         seen.append(suggestion)
     assert len(seen) == math.prod(sizes)
     points = {json.dumps(s.config, sort_keys=True) for s in seen}
