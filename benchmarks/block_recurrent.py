@@ -48,7 +48,7 @@ def build(which: str):
             RecurrentTrainerWrapper,
         )
     else:
-        from lit_loops.nn.block_recurrent import (
+        from lit_loops.experiments.block_recurrent.model import (
             BlockRecurrentTransformer,
             RecurrentTrainerWrapper,
         )

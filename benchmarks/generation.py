@@ -20,20 +20,12 @@ PROMPT, MAX_LEN = 64, 320
 
 
 def generate(cached: bool, length: int) -> dict:
-    from lit_loops.experiments.sequences.model import SequenceModel
+    from lit_loops.experiments.sequences.model import sequence_model
     from lit_loops.nn import TransformerConfig
 
     torch.manual_seed(0)
-    cfg = TransformerConfig(
-        vocab_size=256,
-        max_seq_len=MAX_LEN,
-        d_model=128,
-        n_layers=4,
-        n_heads=4,
-        d_mlp=512,
-        activation="gelu",
-    )
-    model = SequenceModel(cfg, embedding="binary").eval()
+    cfg = TransformerConfig(d_model=128, n_layers=4, n_heads=4, d_mlp=512, activation="gelu")
+    model = sequence_model(cfg, MAX_LEN, embedding="binary").eval()
     prompt = torch.randint(0, 256, (1, PROMPT))
     with torch.no_grad():
         model.generate(prompt[:, :8], 4, use_cache=cached)  # warm up the kernels

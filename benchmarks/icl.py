@@ -60,19 +60,13 @@ class GPT2Prompt(nn.Module):
 
 
 def ours(layers: int, loops: int = 1, window: int = 1) -> nn.Module:
-    from lit_loops.experiments.icl.module import PromptModel
+    from lit_loops.experiments.icl.module import prompt_model
     from lit_loops.nn import TransformerConfig
 
     cfg = TransformerConfig(
-        vocab_size=D,
-        max_seq_len=2 * POINTS,
-        d_model=WIDTH,
-        n_layers=layers,
-        n_heads=HEADS,
-        d_mlp=4 * WIDTH,
-        activation="gelu",
+        d_model=WIDTH, n_layers=layers, n_heads=HEADS, d_mlp=4 * WIDTH, activation="gelu"
     )
-    model = PromptModel(cfg, D, 2 * POINTS)
+    model = prompt_model(cfg, D, POINTS)
 
     class Looped(nn.Module):  # the same call signature as GPT2Prompt
         def __init__(self) -> None:
@@ -80,7 +74,8 @@ def ours(layers: int, loops: int = 1, window: int = 1) -> nn.Module:
             self.model = model
 
         def forward(self, zs: torch.Tensor) -> list[torch.Tensor]:
-            return self.model(zs, loops, window if loops > 1 else None)
+            outs = self.model.passes(zs, loops, window if loops > 1 else None)
+            return [out[:, ::2, 0] for out in outs]  # (B, 2n, 1) -> (B, n) at the x positions
 
     return Looped()
 

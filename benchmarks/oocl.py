@@ -107,8 +107,9 @@ def stepper(which: str, model, batch: dict):
     torch.manual_seed(0)
     ref = reference_model(hp.vocab_size, hp.seq_len)
     ref.train()
+    optim = model.optim
     opt = torch.optim.AdamW(
-        ref.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        ref.parameters(), lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
     )
     rows = torch.cat([batch[part] for part in PARTS])  # (768, 5)
     inputs, targets = rows[:, : ANSWER_FROM + 1], rows[:, -1]

@@ -22,13 +22,13 @@ def main() -> None:
     args = parser.parse_args()
     cli = LitLoopsCLI(args=["--config", args.config], run=False)
     module, data = cli.model, cli.datamodule
-    hp = module.hparams
+    net = module.net
     batch = next(iter(data.train_dataloader()))
     sizes = estimate(
-        hp.d_model,
-        hp.n_layers,
-        hp.n_heads,
-        hp.d_ff,
+        net.d_model,
+        net.n_layers,
+        net.n_heads,
+        net.mlp_width,
         data.hparams.window,
         data.hparams.batch_size,
         module.num_parameters,

@@ -1,8 +1,16 @@
-"""``GenerateSample``: now and then, continue a validation text with the model and log it.
+"""``GenerateSample``: now and then, continue a validation sample with the model and log it.
 
-Works with any module that has ``generate_bytes(prime, length, temperature, top_k)``. The
-sample goes to the console, to ``samples.txt`` in the run folder (one block per step), and
-to wandb as a text table when a WandbLogger is attached.
+Works with every module that generates; the interface it needs:
+
+* the DataModule's ``val_batches()`` (the fixed validation set): the prompt comes from
+  its first batch;
+* the LightningModule's ``sample_prompt(batch, length) -> (1, P)`` (the first row's first
+  terms, at most ``length``), ``generate(prompt, max_new_tokens, strategy=...,
+  temperature=..., top_k=...) -> (1, P + max_new_tokens)`` (``lit_loops.nn.sampling``)
+  and ``decode(tokens: list[int]) -> str``.
+
+The sample goes to the console, to ``samples.txt`` in the run folder (one block per step),
+and to wandb as a text table when a WandbLogger is attached.
 """
 
 from __future__ import annotations
@@ -10,33 +18,52 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lit_loops.checks import check_int, check_positive_int
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
+from lit_loops.nn.sampling import STRATEGIES
+
+NEEDS = ("sample_prompt", "generate", "decode")
 
 
 class GenerateSample(L.Callback):
     """Args:
     every_n_steps: generate after the validation that follows every this many steps.
-    prime_len: bytes of the first validation sample used as the prompt.
-    length: bytes to generate.
-    temperature, top_k: sampling (temperature 0: greedy).
+    prompt_len: terms (bytes, numbers) of the first validation sample used as the prompt.
+    length: terms to generate.
+    strategy, temperature, top_k: decoding (``lit_loops.nn.sampling``).
     """
 
     def __init__(
         self,
         every_n_steps: int = 1000,
-        prime_len: int = 128,
+        prompt_len: int = 128,
         length: int = 256,
+        strategy: str = "sample",
         temperature: float = 0.8,
         top_k: int | None = 32,
     ) -> None:
         check_positive_int("every_n_steps", every_n_steps)
-        check_positive_int("prime_len", prime_len)
+        check_positive_int("prompt_len", prompt_len)
         check_int("length", length, min_value=1)
-        self.every_n_steps, self.prime_len, self.length = every_n_steps, prime_len, length
-        self.temperature, self.top_k = temperature, top_k
+        check_choice("strategy", strategy, STRATEGIES)
+        check_float("temperature", temperature, 0.0)
+        if top_k is not None:
+            check_positive_int("top_k", top_k)
+        self.every_n_steps, self.prompt_len, self.length = every_n_steps, prompt_len, length
+        self.sampling = {"strategy": strategy, "temperature": temperature, "top_k": top_k}
         self._last_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        missing = [name for name in NEEDS if not hasattr(pl_module, name)]
+        check(
+            not missing and hasattr(trainer.datamodule, "val_batches"),
+            "GenerateSample",
+            type(pl_module).__name__,
+            f"needs a module with {', '.join(NEEDS)} (missing: {', '.join(missing) or '-'}) "
+            "and a DataModule with val_batches()",
+        )
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -44,10 +71,12 @@ class GenerateSample(L.Callback):
         if trainer.sanity_checking or step == self._last_step or step % self.every_n_steps:
             return
         self._last_step = step
-        batches = trainer.datamodule.val_batches()
-        prime = bytes(batches[0]["tokens"][0, : self.prime_len].tolist())
-        text = pl_module.generate_bytes(prime, self.length, self.temperature, self.top_k)
-        shown = (prime.decode("utf-8", "replace"), text.decode("utf-8", "replace"))
+        batch = trainer.datamodule.val_batches()[0]
+        prompt = pl_module.sample_prompt(batch, self.prompt_len).to(pl_module.device)
+        with torch.no_grad():
+            out = pl_module.generate(prompt, self.length, **self.sampling)
+        P = prompt.shape[1]
+        shown = (pl_module.decode(prompt[0].tolist()), pl_module.decode(out[0, P:].tolist()))
         rank_zero_info(f"[sample @ step {step}]\n{shown[0]}>>>{shown[1]}")
         folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,11 @@
-"""A small pre-norm transformer (nanoGPT-shaped), configured by one validated dataclass."""
+"""The layer stack every experiment's network is built on: pre-norm blocks on
+``F.scaled_dot_product_attention``, applied once (a plain transformer) or looped with input
+injection (Yang et al.'s looped transformer), causal or not.
+
+``TransformerConfig`` is the stack's one validated dataclass: what a user sets under
+``model.init_args.net`` in a config. Read-ins, heads and the wrapper that joins them to the
+stack are in ``lit_loops.nn.model``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import torch
 from torch import nn
 
 from lit_loops.checks import check, check_choice, check_float, check_positive_int
-from lit_loops.nn.attention import SelfAttention
+from lit_loops.nn.attention import KVCache, SelfAttention
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
 NORMS = ("layernorm", "none")
@@ -16,45 +23,79 @@ NORMS = ("layernorm", "none")
 
 @dataclass
 class TransformerConfig:
-    vocab_size: int
-    max_seq_len: int
+    """The layer stack.
+
+    Args:
+        d_model: width of the residual stream.
+        n_layers: blocks per pass.
+        n_heads: attention heads (must divide ``d_model``).
+        d_mlp: hidden width of the MLP (None: ``4 * d_model``).
+        attn_only: blocks without an MLP.
+        norm: ``layernorm`` (pre-norm) or ``none``.
+        activation: the MLP's ``relu``, ``gelu``, ``silu`` (= ``swish``).
+        dropout: on attention probabilities, MLP outputs and the read-in.
+        bias: biases on the linear maps.
+    """
+
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    d_mlp: int = 512
+    d_mlp: int | None = None
     attn_only: bool = False
     norm: str = "layernorm"
     activation: str = "relu"
-    causal: bool = True
     dropout: float = 0.0
     bias: bool = True
-    tie_embeddings: bool = False  # unembedding = token embedding^T (as GPT-2)
 
     def __post_init__(self) -> None:
-        # The whole config is validated in one place, with messages naming the argument.
-        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_mlp"):
-            check_positive_int(name, getattr(self, name))
+        # The whole config is validated in one place, with messages naming the field.
+        # Derived values (d_mlp None) stay None here and are read through properties, so
+        # a config that changes d_model alone gets the matching MLP width.
+        for name in ("d_model", "n_layers", "n_heads"):
+            check_positive_int(f"net.{name}", getattr(self, name))
+        if self.d_mlp is not None:
+            check_positive_int("net.d_mlp", self.d_mlp)
         check(
             self.d_model % self.n_heads == 0,
-            "n_heads",
+            "net.n_heads",
             self.n_heads,
-            f"must divide d_model={self.d_model}",
+            f"must divide net.d_model={self.d_model}",
         )
-        check_choice("norm", self.norm, NORMS)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_float("dropout", self.dropout, 0.0, 1.0, high_inclusive=False)
+        check_choice("net.norm", self.norm, NORMS)
+        check_choice("net.activation", self.activation, ACTIVATIONS)
+        check_float("net.dropout", self.dropout, 0.0, 1.0, high_inclusive=False)
+
+    @property
+    def mlp_width(self) -> int:
+        return 4 * self.d_model if self.d_mlp is None else self.d_mlp
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
     return nn.LayerNorm(d) if kind == "layernorm" else nn.Identity()
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation, for ``module.apply``: linear maps and embeddings from
+    N(0, 0.02), biases 0 (norms keep their ones and zeros)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+def num_parameters(module: nn.Module) -> int:
+    """Parameters of ``module``, each shared (tied) tensor counted once."""
+    return sum(p.numel() for p in module.parameters())
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
+        self.up = nn.Linear(cfg.d_model, cfg.mlp_width, bias=cfg.bias)
         self.act = ACTIVATIONS[cfg.activation]()
-        self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
+        self.down = nn.Linear(cfg.mlp_width, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,15 +105,19 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)) unless attention-only."""
 
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, causal: bool = True) -> None:
         super().__init__()
         self.norm_attn = make_norm(cfg.norm, cfg.d_model)
-        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.causal, cfg.bias, cfg.dropout)
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, causal, cfg.bias, cfg.dropout)
         self.mlp = None if cfg.attn_only else MLP(cfg)
         self.norm_mlp = None if cfg.attn_only else make_norm(cfg.norm, cfg.d_model)
 
     def forward(
-        self, x: torch.Tensor, cache=None, layer: int = 0, last_only: bool = False
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """``(B, T, D) -> (B, T, D)``; ``cache``/``layer``: see ``SelfAttention``;
         ``last_only``: only the last position, ``(B, 1, D)``."""
@@ -83,46 +128,85 @@ class Block(nn.Module):
         return x
 
 
-class Transformer(nn.Module):
-    """Token + learned position embeddings, ``n_layers`` blocks, final norm, unembedding.
+class LayerStack(nn.Module):
+    """``cfg.n_layers`` blocks, applied ``loops`` times with input injection:
+    ``z_0 = 0, z_{t+1} = f(z_t + e)``, ``f`` = the blocks (then a LayerNorm with
+    ``norm_each_loop``). One loop is the plain stack, ``f(e)``.
 
-    ``forward(tokens: (B, T) long) -> logits: (B, T, vocab_size)``; with
-    ``last_only=True``, the last position's logits only, ``(B, 1, vocab_size)``: the last
-    block, final norm and unembedding then run for that position alone (a model read at
-    one position needs no more).
+    ``forward(e: (B, T, D)) -> (B, T, D)``. Incremental decoding (``cache``) and reading
+    one position (``last_only``) need a single pass.
+
+    Args:
+        cfg: the blocks.
+        causal: mask future positions (False: every position sees every other).
+        loops: passes by default (``forward(..., loops=k)`` overrides it).
+        norm_each_loop: a LayerNorm after every pass (Yang et al.'s looped model).
     """
 
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        causal: bool = True,
+        loops: int = 1,
+        norm_each_loop: bool = False,
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm_final = make_norm(cfg.norm, cfg.d_model)
-        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(self._init_weights)
-        if cfg.tie_embeddings:
-            self.unembed.weight = self.tok_emb.weight
+        check_positive_int("loops", loops)
+        self.cfg, self.causal, self.loops = cfg, causal, loops
+        self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layers))
+        self.loop_norm = nn.LayerNorm(cfg.d_model) if norm_each_loop else None
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.blocks))
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        B, T = tokens.shape
-        if T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds max_seq_len={self.cfg.max_seq_len}")
-        pos = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, T, D)
+    def step(
+        self,
+        z: torch.Tensor,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """One pass of the blocks: ``(B, T, D) -> (B, T, D)`` (``(B, 1, D)`` with
+        ``last_only``: the last block computes the last position alone)."""
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, last_only=last_only and i == len(self.blocks) - 1)
-        return self.unembed(self.norm_final(x))  # (B, T, V), or (B, 1, V) with last_only
+            z = block(z, cache, i, last_only and i == last)
+        return z if self.loop_norm is None else self.loop_norm(z)
+
+    def forward(
+        self,
+        e: torch.Tensor,
+        loops: int | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        loops = self.loops if loops is None else loops
+        check_positive_int("loops", loops)
+        if loops == 1:
+            return self.step(e, cache, last_only)  # z_1 = f(0 + e)
+        check(
+            cache is None and not last_only,
+            "loops",
+            loops,
+            "must be 1 for cached decoding or last_only (every pass rereads every position)",
+        )
+        return self.passes(e, loops)[-1]
+
+    def passes(
+        self, e: torch.Tensor, loops: int | None = None, window: int | None = None
+    ) -> list[torch.Tensor]:
+        """``z`` after each of the last ``window`` passes (all passes when None), a list of
+        ``(B, T, D)``. The passes before the window run without gradient, so training on
+        these outputs backpropagates through ``window`` passes only (Yang et al.'s
+        truncated loss)."""
+        loops = self.loops if loops is None else loops
+        check_positive_int("loops", loops)
+        first = 0 if window is None else max(0, loops - window)
+        z = torch.zeros_like(e)
+        with torch.no_grad():
+            for _ in range(first):
+                z = self.step(z + e)
+        out = []
+        for _ in range(first, loops):
+            z = self.step(z + e)
+            out.append(z)
+        return out

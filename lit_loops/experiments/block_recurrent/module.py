@@ -20,29 +20,29 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from lit_loops.checks import check, check_data_decided, check_float, fail
-from lit_loops.nn.block_recurrent import BlockRecurrentTransformer, RecurrentTrainerWrapper
-from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+from lit_loops.checks import check, check_data_decided, check_float
+from lit_loops.experiments.block_recurrent.model import (
+    BlockRecurrentConfig,
+    BlockRecurrentTransformer,
+    RecurrentTrainerWrapper,
+)
+from lit_loops.module import ExperimentModule
+from lit_loops.optim import OptimConfig
 
 
-class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
+class BlockRecurrentModule(ExperimentModule):
     """Args:
     num_tokens, sample_len, min_recall_gap: set from the data (the vocabulary, the
         sample length ``k * max_seq_len + 1``, and for the recall task the least distance
         between a key-value pair and its query, which must lie beyond attention's reach).
-    dim, depth, dim_head, heads, ff_mult, max_seq_len, block_width, num_state_vectors,
-        recurrent_layers, read_recurrent_layers, use_compressed_mem,
-        compressed_mem_factor, use_flash_attn, use_xpos, gate, all_layers_qk_norm: the
-        model (``lit_loops.nn.block_recurrent.BlockRecurrentTransformer``).
+    net: the model (``BlockRecurrentConfig``, in ``model.py``).
     xl_memories_dropout, state_dropout: drop the carried memories / states before a
         segment with this probability (training only).
-    optimizer, lr, betas, eps, weight_decay, warmup_steps, schedule, min_lr,
-        restart_steps: ``lit_loops.optim`` (the seed's enwik8 recipe: Adam 1e-4).
+    optim: ``lit_loops.optim`` (the seed's enwik8 recipe: Adam 1e-4).
     accumulate_grad_batches, gradient_clip_val: see the module docs (the seed: 4, 0.5).
     """
 
@@ -51,45 +51,17 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         num_tokens: int | None = None,
         sample_len: int | None = None,
         min_recall_gap: int | None = None,
-        dim: int = 256,
-        depth: int = 4,
-        dim_head: int = 64,
-        heads: int = 4,
-        ff_mult: float = 4,
-        max_seq_len: int = 512,
-        block_width: int = 256,
-        num_state_vectors: int | None = None,
-        recurrent_layers: list[int] | None = None,
-        read_recurrent_layers: list[int] | None = None,
-        use_compressed_mem: bool = False,
-        compressed_mem_factor: int = 4,
-        use_flash_attn: bool = True,
-        use_xpos: bool = False,
-        gate: str = "fixed",
-        all_layers_qk_norm: bool = False,
+        net: BlockRecurrentConfig = BlockRecurrentConfig(
+            dim=256, depth=4, heads=4, max_seq_len=512, block_width=256
+        ),
         xl_memories_dropout: float = 0.0,
         state_dropout: float = 0.0,
-        optimizer: str = "adam",
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: str = "constant",
-        min_lr: float = 0.0,
-        restart_steps: int = 2000,
+        optim: OptimConfig = OptimConfig(optimizer="adam", lr=1e-4),
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
         check_data_decided(num_tokens=num_tokens, sample_len=sample_len)
-        check_adamw_args(lr, betas, weight_decay, warmup_steps)
-        check_schedule_args(optimizer, schedule, momentum, restart_steps, 0.5, 0)
-        check_float("eps", eps, 0.0, low_inclusive=False)
-        check_float("min_lr", min_lr, 0.0, lr)
-        if schedule == "plateau":
-            fail("schedule", schedule, "must be constant, cosine or cosine_restarts here")
         check(
             isinstance(accumulate_grad_batches, int) and accumulate_grad_batches >= 1,
             "accumulate_grad_batches",
@@ -98,27 +70,11 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         )
         if gradient_clip_val is not None:
             check_float("gradient_clip_val", gradient_clip_val, 0.0, None, low_inclusive=False)
+        self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
         self.automatic_optimization = False  # per-segment backward (see the module docs)
-        self.model = BlockRecurrentTransformer(
-            num_tokens=num_tokens,
-            dim=dim,
-            depth=depth,
-            dim_head=dim_head,
-            heads=heads,
-            ff_mult=ff_mult,
-            max_seq_len=max_seq_len,
-            block_width=block_width,
-            num_state_vectors=num_state_vectors,
-            recurrent_layers=recurrent_layers,
-            read_recurrent_layers=read_recurrent_layers,
-            use_compressed_mem=use_compressed_mem,
-            compressed_mem_factor=compressed_mem_factor,
-            use_flash_attn=use_flash_attn,
-            use_xpos=use_xpos,
-            gate=gate,
-            all_layers_qk_norm=all_layers_qk_norm,
-        )
+        self.model = BlockRecurrentTransformer(num_tokens, self.net)
+        max_seq_len, depth = self.net.max_seq_len, self.net.depth
         self.wrapper = RecurrentTrainerWrapper(self.model, xl_memories_dropout, state_dropout)
         check(
             (sample_len - 1) % max_seq_len == 0,
@@ -136,7 +92,7 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
                 "min_recall_gap",
                 min_recall_gap,
                 f"must exceed the model's attention reach, {reach} tokens (a block + one XL "
-                + ("and compressed " if use_compressed_mem else "")
+                + ("and compressed " if self.net.use_compressed_mem else "")
                 + f"memory per layer, {depth} layers): closer, attention could answer "
                 "without the recurrent state. It is set from the data (the least distance "
                 "from a pair's value to its answer, data.recall_gap + 4): raise "
@@ -149,14 +105,10 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
         self.val_bpc = torchmetrics.MeanMetric()
         self.val_recall = torchmetrics.MeanMetric()
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
     def _segment_loss(self, logits, targets, batch: dict, s: int):
         """Mean cross-entropy of one segment (over its ``loss_mask`` when given) and, for
         the recall task, (correct, count) at its answers."""
-        L_seg = self.hparams.max_seq_len
+        L_seg = self.net.max_seq_len
         window = slice(s * L_seg + 1, (s + 1) * L_seg + 1)  # the targets' positions
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L)
         mask = batch.get("loss_mask")
@@ -231,14 +183,14 @@ class BlockRecurrentModule(OptimizerFromHparams, L.LightningModule):
 
     test_step = validation_step
 
-    def generate_bytes(
-        self, prime: bytes, length: int, temperature: float = 1.0, top_k: int | None = None
-    ) -> bytes:
-        """Continues ``prime`` by ``length`` bytes (KV-cached decoding)."""
-        tokens = torch.tensor(list(prime), dtype=torch.long, device=self.device)[None]
-        out = self.model.generate(tokens, length, temperature=temperature, top_k=top_k)
-        return bytes(out[0].tolist())
+    # -- generation: the interface of lit_loops.callbacks.GenerateSample ---------------
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+        """``(B, P)`` -> ``(B, P + max_new_tokens)``, KV-cached (``nn.sampling``)."""
+        new = self.model.generate(prompt, max_new_tokens, **sampling)
+        return torch.cat([prompt, new], dim=1)
 
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:
-            logger.log_hyperparams({"num_parameters": self.num_parameters})
+    def sample_prompt(self, batch: dict, length: int) -> torch.Tensor:
+        return batch["tokens"][:1, :length]
+
+    def decode(self, tokens: list[int]) -> str:
+        return bytes(tokens).decode("utf-8", "replace")

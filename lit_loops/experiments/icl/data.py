@@ -16,10 +16,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.schedules import Curricula, StepSchedule
 from lit_loops.checks import check_int, check_positive_int
 from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
 from lit_loops.experiments.icl.tasks import SparseLinearRegression, Task, make_task, sample_xs
+from lit_loops.schedules import Curricula, StepSchedule
 
 
 def draw_prompts(task: Task, g: torch.Generator, batch: int, points: int, d: int, dims: int):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from lit_loops.checkpoints import load_run
 from lit_loops.checks import check, check_choice, check_positive_int
 from lit_loops.experiments.icl.baselines import BASELINES, BASELINES_FOR_TASK, EXPENSIVE
 from lit_loops.experiments.icl.data import ICLDataModule
@@ -43,22 +44,19 @@ def load(checkpoint: str | Path) -> tuple[ICLModule, ICLDataModule, str]:
     """The model (eval mode, CPU), its DataModule and a label such as ``looped L1 b12``."""
     path = Path(checkpoint)
     check(path.is_file(), "checkpoint", str(path), "must be an existing .ckpt file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    module, data = load_run(path, name="checkpoint")  # the classes saved in the checkpoint
     check(
-        "datamodule_hyper_parameters" in ckpt
-        and "task" in ckpt["datamodule_hyper_parameters"]
-        and "n_dims" in ckpt.get("hyper_parameters", {}),
+        isinstance(module, ICLModule) and isinstance(data, ICLDataModule),
         "checkpoint",
         str(path),
         "must be a checkpoint of an in-context learning run (configs/icl/*)",
     )
-    module = ICLModule.load_from_checkpoint(path, map_location="cpu").eval()
-    # the CLI saves the class path next to the arguments
-    data_args = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if k[0] != "_"}
-    data = ICLDataModule(**data_args)
+    module.eval()
     hp = module.hparams
     label = (
-        f"looped L{hp.n_layers} b{hp.loops}" if hp.looped else f"standard L{hp.n_layers}"
+        f"looped L{module.net.n_layers} b{hp.loops}"
+        if hp.looped
+        else f"standard L{module.net.n_layers}"
     ) + f" ({module.num_parameters / 1e3:.0f}k)"
     return module, data, label
 

@@ -15,55 +15,39 @@ the loop body, applied ``b = loops`` times with input injection, ``z_{t+1} = f(z
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import nn
 
-from lit_loops.schedules import StepSchedule
 from lit_loops.checks import check_data_decided, check_int, check_positive_int
 from lit_loops.experiments.icl.tasks import interleave
-from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
-from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+from lit_loops.module import ExperimentModule
+from lit_loops.nn import LayerStack, TransformerConfig, TransformerWrapper, VectorReadIn
+from lit_loops.optim import OptimConfig
+from lit_loops.schedules import StepSchedule
 
 
-class PromptModel(nn.Module):
-    """``(B, 2n, d)`` prompt -> ``(B, n)`` predictions, one list entry per loop read.
-
-    ``forward(zs, loops, window)``: the predictions after each of the last ``window``
-    loops (all ``loops`` of them when None); a standard model has ``loops = 1``.
-    """
-
-    def __init__(self, cfg: TransformerConfig, n_dims: int, max_len: int) -> None:
-        super().__init__()
-        self.read_in = nn.Linear(n_dims, cfg.d_model)
-        self.pos_emb = nn.Embedding(max_len, cfg.d_model)
-        self.body = LoopedTransformer(cfg, loops=1, norm_each_loop=True)
-        self.read_out = nn.Linear(cfg.d_model, 1)
-        for module in (self.read_in, self.pos_emb, self.read_out):
-            Transformer._init_weights(module)
-
-    def forward(self, zs: torch.Tensor, loops: int = 1, window: int | None = None):
-        T = zs.shape[1]
-        if T > self.pos_emb.num_embeddings:
-            raise ValueError(
-                f"a prompt of {T // 2} points needs {T} positions; the model has "
-                f"{self.pos_emb.num_embeddings} (n_points={self.pos_emb.num_embeddings // 2})"
-            )
-        e = self.read_in(zs) + self.pos_emb(torch.arange(T, device=zs.device))  # (B, 2n, D)
-        # read at the x positions 0, 2, 4, ...: (B, 2n, D) -> (B, n)
-        return [self.read_out(z[:, ::2]).squeeze(-1) for z in self.body.outputs(e, loops, window)]
+def prompt_model(net: TransformerConfig, n_dims: int, n_points: int) -> TransformerWrapper:
+    """``(B, 2n, d)`` prompt -> ``(B, 2n, 1)``: linear read-in, learned positions, the blocks
+    with a LayerNorm after every pass (the loop body; a standard model makes one pass),
+    linear read-out. Predictions are read at the x positions ``0, 2, 4, ...``."""
+    return TransformerWrapper(
+        VectorReadIn(n_dims, net.d_model, 2 * n_points),
+        LayerStack(net, causal=True, norm_each_loop=True),
+        nn.Linear(net.d_model, 1),
+        final_norm=False,  # the loop's own norm ends every pass
+    )
 
 
-class ICLModule(OptimizerFromHparams, L.LightningModule):
+class ICLModule(ExperimentModule):
     """Learns a function class in context (see the module docs).
 
     Args:
         n_dims, n_points: set from the data (the input dimension and the prompt length,
             which fixes the positions: ``2 * n_points``).
-        looped: the looped model (``loops`` passes of ``n_layers`` blocks) instead of the
-            standard one (one pass).
-        d_model, n_layers, n_heads, d_mlp (None: ``4 * d_model``), dropout: the blocks.
+        looped: the looped model (``loops`` passes of ``net.n_layers`` blocks) instead of
+            the standard one (one pass).
+        net: the GPT-2-style blocks (GELU, ``d_mlp`` 4 * ``d_model`` by default).
         loops, loop_window: ``b`` and ``T`` of the looped model.
         loops_start, loops_increment, loops_every: the loop curriculum; ``loops_start``
             None starts at ``loop_window`` (Yang et al.), capped at ``loops``.
@@ -76,8 +60,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
             ``loops_extra`` at this step (0: all of them from the start). Many loops
             from step 0 can keep a small-batch run on its initial plateau (measured:
             RESULTS.md); learning at ``b`` first and lengthening the loops later avoids it.
-        optimizer, lr, betas, weight_decay, warmup_steps, schedule: see ``lit_loops.optim``
-            (the papers: Adam, 1e-4, constant).
+        optim: see ``lit_loops.optim`` (the papers: Adam, 1e-4, constant).
     """
 
     def __init__(
@@ -85,11 +68,9 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         n_dims: int | None = None,
         n_points: int | None = None,
         looped: bool = False,
-        d_model: int = 256,
-        n_layers: int = 12,
-        n_heads: int = 8,
-        d_mlp: int | None = None,
-        dropout: float = 0.0,
+        net: TransformerConfig = TransformerConfig(
+            d_model=256, n_layers=12, n_heads=8, activation="gelu"
+        ),
         loops: int = 20,
         loop_window: int = 15,
         loops_start: int | None = None,
@@ -98,16 +79,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         eval_loops: int | None = None,
         loops_extra: int = 0,
         loops_extra_warmup: int = 0,
-        optimizer: str = "adam",
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: str = "constant",
-        restart_steps: int = 2000,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 3,
+        optim: OptimConfig = OptimConfig(optimizer="adam", lr=1e-4),
     ) -> None:
         super().__init__()
         check_data_decided(n_dims=n_dims, n_points=n_points)
@@ -117,23 +89,9 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
             check_positive_int("eval_loops", eval_loops)
         check_int("loops_extra", loops_extra, min_value=0)
         check_int("loops_extra_warmup", loops_extra_warmup, min_value=0)
-        check_adamw_args(lr, betas, weight_decay, warmup_steps)
-        check_schedule_args(
-            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
-        )
+        self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
-        cfg = TransformerConfig(
-            vocab_size=n_dims,  # the read-in width (the blocks do not use it)
-            max_seq_len=2 * n_points,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            d_mlp=4 * d_model if d_mlp is None else d_mlp,
-            activation="gelu",
-            causal=True,
-            dropout=dropout,
-        )
-        self.model = PromptModel(cfg, n_dims, 2 * n_points)
+        self.model = prompt_model(self.net, n_dims, n_points)
         if looped:
             start = min(loops, loop_window if loops_start is None else loops_start)
             check_int("loops_start", start, min_value=1, max_value=loops)
@@ -143,10 +101,6 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
             self.curriculum = None
         self.val_nse = torchmetrics.MeanMetric()
         self.val_nse_last = torchmetrics.MeanMetric()
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def train_loops(self) -> int:
         return self.train_loops_at(self.global_step)
@@ -173,11 +127,19 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
     def predict(self, xs: torch.Tensor, ys: torch.Tensor, loops: int | None = None):
         """``(B, n, d), (B, n) -> (B, n)``: each ``y_i`` predicted from the examples before
         it, after ``loops`` passes (default: ``eval_loops`` or ``loops``; 1 if standard)."""
-        return self.model(interleave(xs, ys), self.eval_loop_count(loops), window=1)[-1]
+        return self.predictions(xs, ys, self.eval_loop_count(loops), window=1)[-1]
 
     def predict_each_loop(self, xs: torch.Tensor, ys: torch.Tensor, loops: int):
         """The predictions after every loop ``1 .. loops``: a list of ``(B, n)``."""
-        return self.model(interleave(xs, ys), loops)
+        return self.predictions(xs, ys, loops)
+
+    def predictions(
+        self, xs: torch.Tensor, ys: torch.Tensor, loops: int, window: int | None = None
+    ) -> list[torch.Tensor]:
+        """``(B, n, d), (B, n)`` -> the predictions ``(B, n)`` after each of the last
+        ``window`` loops (all when None), read at the x positions of the prompt."""
+        outs = self.model.passes(interleave(xs, ys), loops, window)  # each (B, 2n, 1)
+        return [out[:, ::2, 0] for out in outs]
 
     def eval_loop_count(self, loops: int | None = None) -> int:
         hp = self.hparams
@@ -191,7 +153,7 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         xs, ys = batch["xs"], batch["ys"]
         window = self.hparams.loop_window if self.hparams.looped else None
         loops = self.train_loops()
-        preds = self.model(interleave(xs, ys), loops, window)  # list of (B, n)
+        preds = self.predictions(xs, ys, loops, window)  # list of (B, n)
         # mean over the window's loops of the mean squared error over all positions
         loss = torch.stack([(p - ys).pow(2).mean() for p in preds]).mean()
         B = xs.shape[0]
@@ -211,8 +173,3 @@ class ICLModule(OptimizerFromHparams, L.LightningModule):
         self.log("val/nse_last", self.val_nse_last, on_step=False, on_epoch=True, batch_size=B)
 
     test_step = validation_step
-
-    def on_fit_start(self) -> None:
-        # The parameter count next to the run's other settings (wandb config, hparams).
-        for logger in self.loggers:
-            logger.log_hyperparams({"num_parameters": self.num_parameters})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
@@ -10,11 +9,12 @@ from torch import nn
 
 from lit_loops.checks import check, check_data_decided, check_float, check_int
 from lit_loops.experiments.oocl.data import ANSWER_FROM, PARTS, TABLES
-from lit_loops.nn import Transformer, TransformerConfig
-from lit_loops.optim import adamw_with_warmup, check_adamw_args
+from lit_loops.module import ExperimentModule
+from lit_loops.nn import LayerStack, TokenReadIn, TransformerConfig, TransformerWrapper
+from lit_loops.optim import OptimConfig
 
 
-class OOCLModule(L.LightningModule):
+class OOCLModule(ExperimentModule):
     """Loss ``k1 * loss_table1 + k2 * loss_table2 + k3 * loss_linkage`` on the last token.
 
     Args:
@@ -24,9 +24,9 @@ class OOCLModule(L.LightningModule):
             0 are not computed (their gradient would be zero).
         k1_from_step: table 1's loss counts only from this training step on (k1 = 0
             before), so table 2 and the linkages can be learned first.
-        d_model, n_layers, n_heads, d_mlp, attn_only, norm, activation, tie_embeddings:
-            the transformer.
-        lr, betas, weight_decay, warmup_steps: AdamW with linear warmup.
+        net: the causal transformer (token read-in, learned positions, linear unembedding).
+        tie_embeddings: the unembedding is the token embedding transposed (GPT-2).
+        optim: AdamW (0.9, 0.98), weight decay 1.0, 10 warmup steps, constant.
     """
 
     def __init__(
@@ -37,18 +37,9 @@ class OOCLModule(L.LightningModule):
         k2: float = 1.0,
         k3: float = 1.0,
         k1_from_step: int = 0,
-        d_model: int = 128,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        d_mlp: int = 512,
-        attn_only: bool = False,
-        norm: str = "layernorm",
-        activation: str = "relu",
+        net: TransformerConfig = TransformerConfig(d_model=128, n_layers=2, n_heads=4, d_mlp=512),
         tie_embeddings: bool = False,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.98),
-        weight_decay: float = 1.0,
-        warmup_steps: int = 10,
+        optim: OptimConfig = OptimConfig(betas=(0.9, 0.98), weight_decay=1.0, warmup_steps=10),
     ) -> None:
         super().__init__()
         check_data_decided(vocab_size=vocab_size, seq_len=seq_len)
@@ -56,21 +47,14 @@ class OOCLModule(L.LightningModule):
             check_float(name, k, 0.0)
         check(k1 + k2 + k3 > 0, "k1, k2, k3", (k1, k2, k3), "at least one must be positive")
         check_int("k1_from_step", k1_from_step, min_value=0)
-        check_adamw_args(lr, betas, weight_decay, warmup_steps)
+        self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
-        self.model = Transformer(
-            TransformerConfig(
-                vocab_size=vocab_size,
-                max_seq_len=seq_len,
-                d_model=d_model,
-                n_layers=n_layers,
-                n_heads=n_heads,
-                d_mlp=d_mlp,
-                attn_only=attn_only,
-                norm=norm,
-                activation=activation,
-                tie_embeddings=tie_embeddings,
-            )
+        d = self.net.d_model
+        self.model = TransformerWrapper(
+            TokenReadIn(vocab_size, d, seq_len),
+            LayerStack(self.net, causal=True),
+            nn.Linear(d, vocab_size, bias=False),
+            tie_embeddings=tie_embeddings,
         )
         self.weights = {"table1": k1, "table2": k2, "linkage": k3}
         # Separate metric objects per stage and part (torchmetrics keeps their state apart).
@@ -141,7 +125,3 @@ class OOCLModule(L.LightningModule):
     ) -> dict:
         """Per part: the examples and the predicted answer token (argmax over the vocabulary)."""
         return {part: {"tokens": x, "pred": self(x).argmax(-1)} for part, x in batch.items()}
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return adamw_with_warmup(self.model, hp.lr, hp.betas, hp.weight_decay, hp.warmup_steps)

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
 from lit_loops.checks import check, check_choice, check_data_decided, check_float
-from lit_loops.experiments.sequences.model import EMBEDDINGS, VOCAB, SequenceModel
+from lit_loops.experiments.sequences.model import EMBEDDINGS, VOCAB, sequence_model
+from lit_loops.module import ExperimentModule
 from lit_loops.nn import TransformerConfig
-from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+from lit_loops.optim import OptimConfig
 
 LOSSES = ("distance_weighted", "cross_entropy")
 DISTANCE_WEIGHTS = {"linear": lambda d: d, "quadratic": lambda d: d**2, "sqrt": torch.sqrt}
@@ -76,7 +76,7 @@ def sequence_loss(
     return (ce * weight).sum() / weight.sum()
 
 
-class SequenceModule(OptimizerFromHparams, L.LightningModule):
+class SequenceModule(ExperimentModule):
     """Next-term prediction (see the module docs).
 
     Args:
@@ -84,12 +84,10 @@ class SequenceModule(OptimizerFromHparams, L.LightningModule):
         family_names, family_phases: the families and their phases (set from the data),
             for the per-family and per-phase metrics.
         embedding: ``tuple`` (default), ``learned`` or ``binary`` (see ``model.py``).
-        d_model, n_layers, n_heads, d_ff, dropout, activation (``gelu``, ``relu``,
-            ``swish``): the causal blocks. The document's setting is ``d_model = 2``
-            (the tuple itself), 2-3 layers, 1-2 heads, feed-forward 32-128, no dropout.
+        net: the causal blocks. The document's setting is ``d_model = 2`` (the tuple
+            itself), 2-3 layers, 1-2 heads, feed-forward (``d_mlp``) 32-128, no dropout.
         loss, alpha, distance_weight, distance_from, positions: see ``sequence_loss``.
-        optimizer, lr, betas, eps, weight_decay, warmup_steps, schedule, min_lr: AdamW
-            (0.9, 0.999), eps 1e-8, weight decay 0.01, 5000 warmup steps, cosine to 1e-6
+        optim: AdamW (0.9, 0.999), weight decay 0.01, 5000 warmup steps, cosine to 1e-6
             by default (see ``lit_loops.optim``). Gradient clipping is the trainer's
             (``gradient_clip_val`` 1.0, ``gradient_clip_algorithm`` norm or value).
     """
@@ -100,29 +98,17 @@ class SequenceModule(OptimizerFromHparams, L.LightningModule):
         family_names: list[str] | None = None,
         family_phases: list[int] | None = None,
         embedding: str = "tuple",
-        d_model: int = 2,
-        n_layers: int = 2,
-        n_heads: int = 1,
-        d_ff: int = 32,
-        dropout: float = 0.0,
-        activation: str = "gelu",
+        net: TransformerConfig = TransformerConfig(
+            d_model=2, n_layers=2, n_heads=1, d_mlp=32, activation="gelu"
+        ),
         loss: str = "distance_weighted",
         alpha: float = 0.1,
         distance_weight: str = "linear",
         distance_from: str = "expected",
         positions: str = "all",
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        momentum: float = 0.9,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 5000,
-        schedule: str = "cosine",
-        min_lr: float = 1e-6,
-        restart_steps: int = 2000,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 3,
+        optim: OptimConfig = OptimConfig(
+            weight_decay=0.01, warmup_steps=5000, schedule="cosine", min_lr=1e-6
+        ),
     ) -> None:
         super().__init__()
         check_data_decided(max_len=max_len)
@@ -140,25 +126,9 @@ class SequenceModule(OptimizerFromHparams, L.LightningModule):
         check_choice("distance_weight", distance_weight, DISTANCE_WEIGHTS)
         check_choice("distance_from", distance_from, DISTANCE_FROM)
         check_choice("positions", positions, POSITIONS)
-        check_float("eps", eps, 0.0, low_inclusive=False)
-        check_adamw_args(lr, betas, weight_decay, warmup_steps)
-        check_schedule_args(
-            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
-        )
-        check_float("min_lr", min_lr, 0.0, lr)
+        self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
-        cfg = TransformerConfig(
-            vocab_size=VOCAB,
-            max_seq_len=max_len,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            d_mlp=d_ff,
-            activation=activation,
-            dropout=dropout,
-            causal=True,
-        )
-        self.model = SequenceModel(cfg, embedding)
+        self.model = sequence_model(self.net, max_len, embedding)
         self.families = list(family_names)
         self.phases = sorted(set(family_phases))
         self.family_phase = torch.tensor(family_phases)
@@ -168,16 +138,20 @@ class SequenceModule(OptimizerFromHparams, L.LightningModule):
         self.val_distance = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
         self.val_ce = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
 
-    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """See ``SequenceModel.generate`` (greedy by default, beam, sample; KV-cached)."""
-        return self.model.generate(prompt, max_new_tokens, **kwargs)
+    # -- generation: the interface of lit_loops.callbacks.GenerateSample ---------------
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+        """See ``TransformerWrapper.generate`` (greedy by default, beam, sample; KV-cached)."""
+        return self.model.generate(prompt, max_new_tokens, **sampling)
+
+    def sample_prompt(self, batch: dict, length: int) -> torch.Tensor:
+        """The first validation sequence's first terms (at most the window)."""
+        return batch["seq"][:1, : min(length, self.model.max_len - 1)]
+
+    def decode(self, tokens: list[int]) -> str:
+        return " ".join(map(str, tokens))
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss and the logits ``(B, T, 256)`` (input: all terms but the last)."""

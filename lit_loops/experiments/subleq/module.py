@@ -7,48 +7,31 @@ The quantized accuracies (bit accuracy, exact match, per field, per branch) are 
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lit_loops.checks import (
-    check_choice,
-    check_data_decided,
-    check_float,
-    check_int,
-)
-from lit_loops.nn import LoopedTransformer, Transformer, TransformerConfig
-from lit_loops.optim import OptimizerFromHparams, check_adamw_args, check_schedule_args
+from lit_loops.checks import check_choice, check_data_decided, check_float, check_int
+from lit_loops.module import ExperimentModule
+from lit_loops.nn import LayerStack, TransformerConfig, TransformerWrapper, VectorReadIn
+from lit_loops.optim import OptimConfig
 
 LOSSES = ("l1", "l2", "huber", "bce")
 
 
-class StateEncoder(nn.Module):
-    """Bit matrix in, bit matrix out: linear read-in, learned positions, the blocks (a
-    ``LoopedTransformer``: ``loops = 1`` is a plain stack), final norm, linear read-out.
-
-    ``forward(x: (B, n_tokens, d_state)) -> (B, n_tokens, d_state)``.
-    """
-
-    def __init__(self, cfg: TransformerConfig, d_state: int, n_tokens: int, loops: int) -> None:
-        super().__init__()
-        self.read_in = nn.Linear(d_state, cfg.d_model)
-        self.pos_emb = nn.Embedding(n_tokens, cfg.d_model)
-        self.body = LoopedTransformer(cfg, loops)
-        self.norm_final = nn.LayerNorm(cfg.d_model) if cfg.norm == "layernorm" else nn.Identity()
-        self.read_out = nn.Linear(cfg.d_model, d_state)
-        for module in (self.read_in, self.pos_emb, self.read_out):
-            Transformer._init_weights(module)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(x.shape[1], device=x.device)
-        e = self.read_in(x) + self.pos_emb(pos)  # (B, n, D)
-        return self.read_out(self.norm_final(self.body(e)))  # (B, n, d)
+def state_encoder(net: TransformerConfig, d_state: int, n_tokens: int, loops: int):
+    """Bit matrix in, bit matrix out: ``(B, n_tokens, d_state) -> (B, n_tokens, d_state)``.
+    Linear read-in, learned positions, the bidirectional blocks (``loops`` passes with
+    input injection; 1 is a plain stack), final norm, linear read-out."""
+    return TransformerWrapper(
+        VectorReadIn(d_state, net.d_model, n_tokens),
+        LayerStack(net, causal=False, loops=loops),  # every token sees the whole state
+        nn.Linear(net.d_model, d_state),
+    )
 
 
-class SubleqModule(OptimizerFromHparams, L.LightningModule):
+class SubleqModule(ExperimentModule):
     """Predicts ``encode(step(state))`` from ``encode(state)``.
 
     Args:
@@ -58,22 +41,15 @@ class SubleqModule(OptimizerFromHparams, L.LightningModule):
             ``scale *`` its output, so it works in units of ``±1`` whatever the scale;
             losses are measured in those units too. (None by default, as the other linked
             arguments: the CLI treats a value given by hand as a conflict with the data.)
-        d_model, n_layers, n_heads, d_mlp: the encoder (pre-norm blocks, bidirectional).
-        looped: apply the ``n_layers`` blocks ``loops`` times with input injection.
+        net: the encoder's blocks (pre-norm, bidirectional).
+        looped: apply the ``net.n_layers`` blocks ``loops`` times with input injection.
         loops: loop count when ``looped``.
         loss: ``l1``, ``l2``, ``huber`` (on targets ``±1``) or ``bce`` (output = logits of
             the bits).
         changed_weight: weight of the bits of the fields a step writes (``mem[b]`` and the
             PC); other bits weigh 1. The loss is the weighted mean over the scored bits
             (``batch["mask"]``: not the work area).
-        optimizer: ``adamw`` (decoupled weight decay), ``adam`` (L2 penalty) or ``sgd``
-            (with ``momentum``); weight decay applies to matrices only, not biases or norms.
-        lr, betas, momentum, weight_decay: the optimizer (betas: Adam/AdamW; momentum: SGD).
-        warmup_steps: linear warmup from ``lr / warmup_steps`` to ``lr``.
-        schedule: after warmup, ``cosine`` (to 0 at the trainer's ``max_steps``),
-            ``cosine_restarts`` (cosine to 0 every ``restart_steps``, then back to ``lr``),
-            ``plateau`` (times ``plateau_factor`` when ``val/loss`` has not improved for
-            ``plateau_patience`` validations) or ``constant``.
+        optim: ``lit_loops.optim`` (AdamW 1e-3, weight decay 0.01, 100 warmup steps, cosine).
     """
 
     def __init__(
@@ -81,24 +57,12 @@ class SubleqModule(OptimizerFromHparams, L.LightningModule):
         n_tokens: int | None = None,
         d_state: int | None = None,
         scale: float | None = None,
-        d_model: int = 128,
-        n_layers: int = 6,
-        n_heads: int = 4,
-        d_mlp: int = 512,
+        net: TransformerConfig = TransformerConfig(d_model=128, n_layers=6, n_heads=4, d_mlp=512),
         looped: bool = False,
         loops: int = 4,
         loss: str = "bce",
         changed_weight: float = 1.0,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        momentum: float = 0.9,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        schedule: str = "cosine",
-        restart_steps: int = 2000,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 3,
+        optim: OptimConfig = OptimConfig(weight_decay=0.01, warmup_steps=100, schedule="cosine"),
     ) -> None:
         super().__init__()
         check_data_decided(n_tokens=n_tokens, d_state=d_state)
@@ -107,28 +71,11 @@ class SubleqModule(OptimizerFromHparams, L.LightningModule):
         check_int("loops", loops, min_value=1)
         check_choice("loss", loss, LOSSES)
         check_float("changed_weight", changed_weight, 0.0)
-        check_adamw_args(lr, betas, weight_decay, warmup_steps)
-        check_schedule_args(
-            optimizer, schedule, momentum, restart_steps, plateau_factor, plateau_patience
-        )
+        self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
-        # TransformerConfig validates d_model, n_layers, n_heads (divides d_model), d_mlp.
-        cfg = TransformerConfig(
-            vocab_size=d_state,  # the read-in width (the blocks do not use it)
-            max_seq_len=n_tokens,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            d_mlp=d_mlp,
-            causal=False,  # every token sees the whole state
-        )
         self.scale = scale
-        self.model = StateEncoder(cfg, d_state, n_tokens, loops if looped else 1)
+        self.model = state_encoder(self.net, d_state, n_tokens, loops if looped else 1)
         self.val_loss = torchmetrics.MeanMetric()
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, n, d)`` state -> ``(B, n, d)`` next state before quantizing: values near

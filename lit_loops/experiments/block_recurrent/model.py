@@ -24,6 +24,7 @@ per attention with no copies of the keys. ``use_flash_attn`` selects SDPA's fuse
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
+from lit_loops.nn.sampling import generate
 
 GATES = ("fixed", "lstm")
 
@@ -103,7 +105,7 @@ class Rotary(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     @staticmethod
-    def apply(t: torch.Tensor, tables, key: bool = False) -> torch.Tensor:
+    def rotate(t: torch.Tensor, tables, key: bool = False) -> torch.Tensor:
         """Rotates ``t (..., n, Dh)`` by the tables of its n positions (tables viewed as
         ``(n, 1, Dh)`` rotate ``(B, n, H, Dh)`` queries, every head alike)."""
         cos, sin, scale = tables
@@ -263,6 +265,127 @@ class RecurrentCache:
         m = self.memories[0]
         return 0 if m is None else m.shape[2]
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keeps batch rows ``index`` (beam search): memories are ``(2, B, ...)``, the
+        rest batch-first."""
+
+        def rows(t, dim: int = 0):
+            return None if t is None else t.index_select(dim, index)
+
+        self.memories = [rows(m, 1) for m in self.memories]
+        self.states = [rows(s) for s in self.states]
+        self.keys = [rows(k) for k in self.keys]
+        self.values = [rows(v) for v in self.values]
+        self.block_k = [rows(k) for k in self.block_k]
+        self.prepared = [tuple(rows(t) for t in p) for p in self.prepared]
+
+
+@dataclass
+class BlockRecurrentConfig:
+    """The network (the ``block-recurrent-transformer-pytorch`` package's arguments, ours
+    marked), validated in one place; what ``model.init_args.net`` holds.
+
+    Args:
+        dim, depth, dim_head, heads, ff_mult: width, layers, attention heads (queries;
+            keys and values are single-headed), feed-forward multiplier.
+        max_seq_len: the longest ``seq`` one call takes, a multiple of ``block_width``.
+        block_width: tokens per block.
+        num_state_vectors: state vectors per recurrent layer (None: ``block_width``).
+        recurrent_layers: 1-based (None: the middle layer ``max(1, depth // 2)``; empty:
+            none, a Transformer-XL).
+        read_recurrent_layers: where each recurrent layer's states are read, <= its
+            layer (None: the same layer).
+        use_compressed_mem, compressed_mem_factor: older blocks compressed by a strided
+            convolution.
+        use_flash_attn: SDPA's fused kernels (off: its math backend).
+        use_xpos (ours): xPos scaling on the rotary positions.
+        gate (ours): ``fixed`` (the paper's best) or ``lstm``.
+        all_layers_qk_norm (ours): the reference normalises q/k in recurrent layers only.
+        ignore_index: of the cross-entropy with ``return_loss``.
+    """
+
+    dim: int = 512
+    depth: int = 6
+    dim_head: int = 64
+    heads: int = 8
+    ff_mult: float = 4
+    max_seq_len: int = 1024
+    block_width: int = 512
+    num_state_vectors: int | None = None
+    recurrent_layers: list[int] | None = None
+    read_recurrent_layers: list[int] | None = None
+    use_compressed_mem: bool = False
+    compressed_mem_factor: int = 4
+    use_flash_attn: bool = True
+    use_xpos: bool = False
+    gate: str = "fixed"
+    all_layers_qk_norm: bool = False
+    ignore_index: int = -100
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "dim_head", "heads", "max_seq_len", "block_width"):
+            check_positive_int(name, getattr(self, name))
+        check(self.dim_head % 2 == 0, "dim_head", self.dim_head, "must be even (rotary positions)")
+        check_float("ff_mult", self.ff_mult, 0.0, low_inclusive=False)
+        check(
+            int(self.dim * self.ff_mult * 2 / 3) >= 1,
+            "ff_mult",
+            self.ff_mult,
+            f"is too small for dim={self.dim}: the feed-forward width "
+            "int(dim * ff_mult * 2/3) must be at least 1",
+        )
+        check(
+            self.max_seq_len % self.block_width == 0,
+            "max_seq_len",
+            self.max_seq_len,
+            f"must be a multiple of block_width={self.block_width}",
+        )
+        # derived values stay None (read through the properties below), so a config that
+        # changes block_width or depth alone gets the matching defaults
+        check_positive_int("num_state_vectors", self.state_vectors)
+        for layer in self.writes:
+            check_int("recurrent_layers", layer, min_value=1, max_value=self.depth)
+        check(
+            len(set(self.writes)) == len(self.writes),
+            "recurrent_layers",
+            self.recurrent_layers,
+            "must not repeat a layer",
+        )
+        check(
+            len(self.reads) == len(self.writes)
+            and all(1 <= r <= w for r, w in zip(self.reads, self.writes, strict=False)),
+            "read_recurrent_layers",
+            self.read_recurrent_layers,
+            f"must pair each of recurrent_layers={self.writes} with a layer 1 .. that layer",
+        )
+        if self.use_compressed_mem:
+            check_int("compressed_mem_factor", self.compressed_mem_factor, min_value=2)
+            check(
+                self.block_width % self.compressed_mem_factor == 0,
+                "compressed_mem_factor",
+                self.compressed_mem_factor,
+                f"must divide block_width={self.block_width}",
+            )
+        check_choice("gate", self.gate, GATES)
+
+    @property
+    def state_vectors(self) -> int:
+        return self.block_width if self.num_state_vectors is None else self.num_state_vectors
+
+    @property
+    def writes(self) -> list[int]:
+        """The recurrent layers (1-based)."""
+        if self.recurrent_layers is None:
+            return [max(1, self.depth // 2)]
+        return list(self.recurrent_layers)
+
+    @property
+    def reads(self) -> list[int]:
+        """Where each recurrent layer's states are read (1-based)."""
+        return (
+            self.writes if self.read_recurrent_layers is None else list(self.read_recurrent_layers)
+        )
+
 
 class BlockRecurrentTransformer(nn.Module):
     """Byte/token language model; ``out, mems, states = model(seq, xl_memories=mems,
@@ -270,135 +393,55 @@ class BlockRecurrentTransformer(nn.Module):
     detached); ``return_loss=True`` returns the mean next-token cross-entropy instead of
     the logits (``seq`` then holds one token more than it predicts).
 
-    Args (the package's): num_tokens; dim; depth; dim_head; heads; ff_mult; max_seq_len
-    (the longest ``seq`` one call takes, a multiple of ``block_width``); block_width;
-    num_state_vectors (None: ``block_width``); recurrent_layers (1-based, None: the middle
-    layer ``max(1, depth // 2)``; empty: none, a Transformer-XL); read_recurrent_layers (where each recurrent layer's
-    states are read, <= its layer; None: the same layer); use_compressed_mem and
-    compressed_mem_factor; use_flash_attn (SDPA's fused kernels; off: its math backend).
-    Ours: use_xpos (xPos scaling on the rotary positions), gate (``"fixed"``, the paper's
-    best, or ``"lstm"``), all_layers_qk_norm (the reference normalises q/k in recurrent
-    layers only), ignore_index.
+    ``BlockRecurrentTransformer(num_tokens, cfg)``, or with the package's keyword
+    arguments, ``BlockRecurrentTransformer(num_tokens=256, dim=..., depth=...)``: the
+    fields of ``BlockRecurrentConfig``.
     """
 
     def __init__(
-        self,
-        num_tokens: int = 256,
-        dim: int = 512,
-        depth: int = 6,
-        dim_head: int = 64,
-        heads: int = 8,
-        ff_mult: float = 4,
-        max_seq_len: int = 1024,
-        block_width: int = 512,
-        num_state_vectors: int | None = None,
-        recurrent_layers: tuple[int, ...] | list[int] | None = None,
-        read_recurrent_layers: tuple[int, ...] | list[int] | None = None,
-        use_compressed_mem: bool = False,
-        compressed_mem_factor: int = 4,
-        use_flash_attn: bool = True,
-        use_xpos: bool = False,
-        gate: str = "fixed",
-        all_layers_qk_norm: bool = False,
-        ignore_index: int = -100,
+        self, num_tokens: int = 256, cfg: BlockRecurrentConfig | None = None, **fields
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_tokens", num_tokens),
-            ("dim", dim),
-            ("depth", depth),
-            ("dim_head", dim_head),
-            ("heads", heads),
-            ("max_seq_len", max_seq_len),
-            ("block_width", block_width),
-        ):
-            check_positive_int(name, value)
-        check(dim_head % 2 == 0, "dim_head", dim_head, "must be even (rotary positions)")
-        check_float("ff_mult", ff_mult, 0.0, low_inclusive=False)
+        check_positive_int("num_tokens", num_tokens)
         check(
-            int(dim * ff_mult * 2 / 3) >= 1,
-            "ff_mult",
-            ff_mult,
-            f"is too small for dim={dim}: the feed-forward width int(dim * ff_mult * 2/3) "
-            "must be at least 1",
+            cfg is None or not fields,
+            "cfg",
+            cfg,
+            "give a BlockRecurrentConfig or its fields as keyword arguments, not both",
         )
-        check(
-            max_seq_len % block_width == 0,
-            "max_seq_len",
-            max_seq_len,
-            f"must be a multiple of block_width={block_width}",
-        )
-        num_state_vectors = block_width if num_state_vectors is None else num_state_vectors
-        check_positive_int("num_state_vectors", num_state_vectors)
-        if recurrent_layers is None:
-            recurrent_layers = (max(1, depth // 2),)
-        recurrent_layers = tuple(recurrent_layers)
-        for layer in recurrent_layers:
-            check_int("recurrent_layers", layer, min_value=1, max_value=depth)
-        check(
-            len(set(recurrent_layers)) == len(recurrent_layers),
-            "recurrent_layers",
-            recurrent_layers,
-            "must not repeat a layer",
-        )
-        if read_recurrent_layers is None:
-            read_recurrent_layers = recurrent_layers
-        read_recurrent_layers = tuple(read_recurrent_layers)
-        check(
-            len(read_recurrent_layers) == len(recurrent_layers)
-            and all(
-                1 <= r <= w for r, w in zip(read_recurrent_layers, recurrent_layers, strict=True)
-            ),
-            "read_recurrent_layers",
-            read_recurrent_layers,
-            f"must pair each of recurrent_layers={recurrent_layers} with a layer 1 .. that layer",
-        )
-        if use_compressed_mem:
-            check_int("compressed_mem_factor", compressed_mem_factor, min_value=2)
-            check(
-                block_width % compressed_mem_factor == 0,
-                "compressed_mem_factor",
-                compressed_mem_factor,
-                f"must divide block_width={block_width}",
-            )
-        check_choice("gate", gate, GATES)
+        self.cfg = cfg = BlockRecurrentConfig(**fields) if cfg is None else cfg
+        dim, dim_head, heads, depth = cfg.dim, cfg.dim_head, cfg.heads, cfg.depth
         self.num_tokens, self.depth = num_tokens, depth
-        self.max_seq_len, self.block_width = max_seq_len, block_width
-        self.use_flash_attn = use_flash_attn
-        self.ignore_index = ignore_index
-        self.use_compressed_mem = use_compressed_mem
-        self.compressed_mem_factor = compressed_mem_factor
+        self.max_seq_len, self.block_width = cfg.max_seq_len, cfg.block_width
+        self.use_flash_attn = cfg.use_flash_attn
+        self.ignore_index = cfg.ignore_index
+        self.use_compressed_mem = cfg.use_compressed_mem
+        self.compressed_mem_factor = cfg.compressed_mem_factor
         # 0-based: recurrent layer r writes at write_layer[r] and is read at read_layer[r]
-        self.write_layer = [layer - 1 for layer in recurrent_layers]
-        self.read_layer = [layer - 1 for layer in read_recurrent_layers]
+        self.write_layer = [layer - 1 for layer in cfg.writes]
+        self.read_layer = [layer - 1 for layer in cfg.reads]
 
         self.token_emb = nn.Embedding(num_tokens, dim)
-        self.rotary = Rotary(dim_head, xpos=use_xpos)
+        self.rotary = Rotary(dim_head, xpos=cfg.use_xpos)
         self.layers = nn.ModuleList(
             BlockRecurrentLayer(
                 dim,
                 heads,
                 dim_head,
-                ff_mult,
-                qk_norm=all_layers_qk_norm or i in self.write_layer,
+                cfg.ff_mult,
+                qk_norm=cfg.all_layers_qk_norm or i in self.write_layer,
                 num_reads=self.read_layer.count(i),
             )
             for i in range(depth)
         )
         self.cells = nn.ModuleList(
-            StateCell(dim, heads, dim_head, num_state_vectors, gate) for _ in recurrent_layers
+            StateCell(dim, heads, dim_head, cfg.state_vectors, cfg.gate) for _ in cfg.writes
         )
-        if use_compressed_mem:
+        if cfg.use_compressed_mem:
             # (B, 2*Dh, n) -> (B, 2*Dh, n / factor): keys and values compressed separately
+            f = cfg.compressed_mem_factor
             self.compressors = nn.ModuleList(
-                nn.Conv1d(
-                    2 * dim_head,
-                    2 * dim_head,
-                    compressed_mem_factor,
-                    stride=compressed_mem_factor,
-                    groups=2,
-                )
-                for _ in range(depth)
+                nn.Conv1d(2 * dim_head, 2 * dim_head, f, stride=f, groups=2) for _ in range(depth)
             )
         self.to_logits = nn.Sequential(
             nn.LayerNorm(dim, bias=False), nn.Linear(dim, num_tokens, bias=False)
@@ -456,7 +499,7 @@ class BlockRecurrentTransformer(nn.Module):
                 cache.keys.append(None)
                 cache.values.append(None)
             else:
-                cache.keys.append(Rotary.apply(mem[0], tables, key=True))
+                cache.keys.append(Rotary.rotate(mem[0], tables, key=True))
                 cache.values.append(mem[1])
             cache.block_k.append(None)
         cache.prepared = [cell.prepare(s) for cell, s in zip(self.cells, cache.states, strict=True)]
@@ -511,12 +554,12 @@ class BlockRecurrentTransformer(nn.Module):
             cache.block_k[i] = (
                 k if cache.block_k[i] is None else torch.cat([cache.block_k[i], k], 1)
             )
-            k_rot = Rotary.apply(k, q_tables, key=True)
+            k_rot = Rotary.rotate(k, q_tables, key=True)
             if cache.keys[i] is not None:
                 k_rot = torch.cat([cache.keys[i], k_rot], dim=1)
                 v = torch.cat([cache.values[i], v], dim=1)
             cache.keys[i], cache.values[i] = k_rot, v  # (B, M + filled + n, Dh)
-            q = Rotary.apply(q, q_heads)
+            q = Rotary.rotate(q, q_heads)
             keys, scale = k_rot, None
             if layer.qk_norm is not None:
                 q, keys = layer.qk_norm(q, keys)
@@ -581,41 +624,39 @@ class BlockRecurrentTransformer(nn.Module):
         xl_memories: list | None = None,
         states: list | None = None,
         generator: torch.Generator | None = None,
+        strategy: str = "sample",
+        beams: int = 3,
     ) -> torch.Tensor:
-        """``length`` new tokens after ``prime (B, n)``, one at a time through the cache
-        (each token costs one token's work). ``temperature`` 0: greedy."""
-        check_int("length", length, min_value=0)
-        check(temperature >= 0, "temperature", temperature, "must be >= 0")
+        """``length`` new tokens after ``prime (B, n)`` -> ``(B, length)``, one at a time
+        through the cache (each token costs one token's work); ``strategy`` and the rest:
+        ``lit_loops.nn.sampling.generate`` (``temperature`` 0: greedy)."""
         if top_k is not None:
             check_int("top_k", top_k, min_value=1, max_value=self.num_tokens)
         was_training = self.training
         self.eval()
-        cache = self.new_cache(prime.shape[0], xl_memories, states)
-        logits = self.run(prime, cache)[:, -1]
-        out = []
-        for _ in range(length):
-            token = sample_next(logits, temperature, top_k, generator)  # (B, 1)
-            out.append(token)
-            logits = self.run(token, cache)[:, -1]
-        self.train(was_training)
-        return torch.cat(out, dim=1) if out else prime.new_zeros(prime.shape[0], 0)
+        try:
+            decoder = RecurrentDecoder(self, self.new_cache(prime.shape[0], xl_memories, states))
+            out = generate(decoder, prime, length, strategy, temperature, top_k, beams, generator)
+        finally:
+            self.train(was_training)
+        return out[:, prime.shape[1] :]
 
 
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """logits (B, V) -> tokens (B, 1): greedy at temperature 0, else softmax sampling
-    from the ``top_k`` most likely (all with None)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+class RecurrentDecoder:
+    """Next-token logits for a growing sequence through a ``RecurrentCache`` (the decoder
+    of ``lit_loops.nn.sampling``): the prompt once, then one token at a time."""
+
+    def __init__(self, model: BlockRecurrentTransformer, cache: RecurrentCache) -> None:
+        self.model, self.cache = model, cache
+
+    def first(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.model.run(seq, self.cache)[:, -1]
+
+    def next(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.model.run(seq[:, -1:], self.cache)[:, -1]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.cache.reorder(index)
 
 
 class RecurrentTrainerWrapper(nn.Module):
