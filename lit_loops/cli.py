@@ -16,7 +16,6 @@ What this subclass adds to LightningCLI:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import signal
@@ -25,7 +24,6 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -36,6 +34,12 @@ from lit_loops.callbacks.interrupt import CheckpointOnInterrupt
 from lit_loops.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from lit_loops.callbacks.run_name import RunName, find_run_name
 from lit_loops.callbacks.sweep_report import REPORT_ENV, SweepReport
+from lit_loops.checkpoints import check_checkpoint_fits, import_object, load_checkpoint_checked
+from lit_loops.lightning_internals import (
+    CLI_PARSE_CKPT_PATH,
+    close_wandb_run,
+    wandb_is_offline,
+)
 
 
 def default_logger() -> dict[str, Any]:
@@ -102,7 +106,7 @@ class LitLoopsCLI(LightningCLI):
         if find_run_name(trainer) is None:
             trainer.callbacks.insert(0, RunName())
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and not logger._offline:
+            if isinstance(logger, WandbLogger) and not wandb_is_offline(logger):
                 check_wandb_login()
         # every run: a checkpoint on SIGTERM / Ctrl-C, and a guard against non-finite losses
         for default in (NonFiniteLossGuard, CheckpointOnInterrupt):  # a skip is undone first
@@ -113,6 +117,8 @@ class LitLoopsCLI(LightningCLI):
         return trainer
 
     # --- run naming before any logger starts ------------------------------------------
+    # A private LightningCLI hook (lightning_internals.CLI_PARSE_CKPT_PATH checks at import
+    # that LightningCLI still has it; tests/test_lightning_internals.py that it is called).
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters into the model's config here
         # (so a resumed run rebuilds the model it saved): check the file first
@@ -137,9 +143,8 @@ class LitLoopsCLI(LightningCLI):
     def _finish_wandb(self) -> None:
         # Close the wandb run, so that a second command in the same process starts its own.
         for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger._experiment.finish()
-                logger._experiment = None
+            if isinstance(logger, WandbLogger):
+                close_wandb_run(logger)
 
     after_validate = after_test = after_predict = _finish_wandb
 
@@ -160,18 +165,18 @@ class LitLoopsCLI(LightningCLI):
         ]
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
-            lines.append(
-                f"Best:      {ckpt.monitor}={float(ckpt.best_model_score):.6g}  {ckpt.best_model_path}"
-            )
+            score = ckpt.best_model_score  # None without a monitor: the last one is the best
+            best = "" if score is None else f"{ckpt.monitor}={float(score):.6g}  "
+            lines.append(f"Best:      {best}{ckpt.best_model_path}")
         lines.append("Final metrics (last logged values):")
         for key in sorted(trainer.callback_metrics):
             lines.append(f"  {key:<24} {float(trainer.callback_metrics[key]):.6g}")
         print("\n".join(lines), flush=True)
 
 
-def import_object(class_path: str) -> Any:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+# the override above must keep the name of the LightningCLI hook that lightning_internals checks
+if CLI_PARSE_CKPT_PATH not in vars(LitLoopsCLI):  # pragma: no cover
+    raise RuntimeError(f"LitLoopsCLI no longer overrides LightningCLI.{CLI_PARSE_CKPT_PATH}")
 
 
 def model_error(config: Namespace) -> ValueError | None:
@@ -239,50 +244,6 @@ def check_wandb_login() -> None:
         "is set: run `wandb login` (or set WANDB_API_KEY), or leave WANDB_MODE unset to log "
         "offline (the default; `wandb sync` uploads later)"
     )
-
-
-def load_checkpoint_checked(ckpt_path: str | None, model_class_path: str | None) -> dict | None:
-    """The checkpoint behind ``--ckpt_path``, or one clear error if it is missing, unreadable
-    or another experiment's (Lightning's own would come from deep inside torch.load, or it
-    would quietly build the other experiment's model from the checkpoint's hyperparameters)."""
-    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
-        return None
-    if not os.path.isfile(ckpt_path):
-        raise ValueError(f"ckpt_path={str(ckpt_path)!r} is invalid: no such file")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, ...
-        first_line = (str(err).splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"ckpt_path={str(ckpt_path)!r} is invalid: not a readable checkpoint "
-            f"({type(err).__name__}: {first_line})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"ckpt_path={str(ckpt_path)!r} is invalid: not a Lightning checkpoint")
-    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-    if saved_class and model_class_path and saved_class != model_class_path:
-        raise ValueError(
-            f"ckpt_path={str(ckpt_path)!r} is invalid: it was saved by {saved_class}, "
-            f"this run's model is {model_class_path}"
-        )
-    return checkpoint
-
-
-def check_checkpoint_fits(ckpt_path: str, checkpoint: dict, model: L.LightningModule) -> None:
-    """The checkpoint's weights have this model's names and shapes."""
-    saved, wanted = set(checkpoint["state_dict"]), set(model.state_dict())
-    if saved != wanted:
-        raise ValueError(
-            f"ckpt_path={str(ckpt_path)!r} is invalid: its weights do not fit this model "
-            f"(missing {sorted(wanted - saved)[:3]}, unexpected {sorted(saved - wanted)[:3]})"
-        )
-    for name, tensor in model.state_dict().items():
-        shape = tuple(checkpoint["state_dict"][name].shape)
-        if shape != tuple(tensor.shape):
-            raise ValueError(
-                f"ckpt_path={str(ckpt_path)!r} is invalid: {name} has shape {shape} there, "
-                f"{tuple(tensor.shape)} in this model (data-decided sizes differ?)"
-            )
 
 
 def main(args: Any = None) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lit_loops.lightning_internals import batches_drawn
+
 BatchMaker = Callable[[torch.Generator, int], Any]
 
 
@@ -74,8 +76,7 @@ def trainer_rank_and_step(datamodule: Any) -> tuple[int, int]:
     trainer = getattr(datamodule, "trainer", None)
     if trainer is None:
         return 0, 0
-    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-    return trainer.global_rank, batches
+    return trainer.global_rank, batches_drawn(trainer)
 
 
 class FixedBatches(torch.utils.data.Dataset):

@@ -14,8 +14,10 @@ import argparse
 
 import torch
 
+from lit_loops.checkpoints import load_run
 from lit_loops.experiments.subleq import (
     MachineSpec,
+    SubleqDataModule,
     SubleqModule,
     decode,
     program_inputs,
@@ -26,14 +28,10 @@ from lit_loops.experiments.subleq.rollout import rollout
 
 
 def load(ckpt: str) -> tuple[SubleqModule, MachineSpec]:
-    data_hp = torch.load(ckpt, map_location="cpu", weights_only=False)[
-        "datamodule_hyper_parameters"
-    ]
-    spec = MachineSpec(
-        n=data_hp["n"], s=data_hp["s"], m=data_hp["m"], N=data_hp["N"], scale=data_hp["scale"]
-    )
-    module = SubleqModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    return module, spec
+    module, data = load_run(ckpt, model_class=SubleqModule, data_class=SubleqDataModule)
+    if data is None:
+        raise SystemExit(f"{ckpt}: no SubleqDataModule saved in it (not a SUBLEQ run's checkpoint)")
+    return module.eval(), data.spec
 
 
 def summary(name: str, result) -> str:

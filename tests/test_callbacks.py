@@ -5,16 +5,58 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
 from lit_loops.callbacks import RestoreBestWeights, RunName
-from lit_loops.experiments.oocl import OOCLDataModule, OOCLModule
+from lit_loops.lightning_internals import wandb_init_args
 
 
 # --- RunName --------------------------------------------------------------------------
+class ModelHP(L.LightningModule):
+    """Only hyperparameters: what RunName reads of a module."""
+
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters(hparams)
+
+
+class DataHP(L.LightningDataModule):
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters(hparams)
+
+
 def test_run_name_matches_the_seed_convention():
+    from lit_loops.experiments.oocl import OOCLDataModule, OOCLModule
+
     data = OOCLDataModule(p=97, holdout1=0.8, holdout2=0.8)
-    model = OOCLModule(vocab_size=198, seq_len=5, k1=1.0, k2=1.0, k3=1.0, d_model=16, d_mlp=16)
-    run = RunName("oocl_{op}_{p}_{holdout1}_{holdout2}_{k1}_{k2}_{k3}")
-    assert run.format(run.template, run.fields(model, data)) == "oocl_ssq_97_0.8_0.8_1.0_1.0_1.0"
+    net = {"d_model": 16, "d_mlp": 16, "n_layers": 1}
+    model = OOCLModule(vocab_size=198, seq_len=5, k1=1.0, k2=1.0, k3=1.0, net=net)
+    run = RunName("oocl_{op}_{p}_{holdout1}_{holdout2}_{k1}_{k2}_{k3}_L{n_layers}")
+    assert run.format(run.template, run.fields(model, data)) == "oocl_ssq_97_0.8_0.8_1.0_1.0_1.0_L1"
     assert run.fields(model, data)["experiment"] == "oocl"
+
+
+def test_run_name_reads_nested_hyperparameters_by_their_leaf_names_and_paths():
+    # hparams as the CLI saves --model.init_args.net.n_layers=1 (nested dicts)
+    model = ModelHP(
+        loops=12,
+        net={"d_model": 64, "n_layers": 1, "loop_window": 4, "loops": 99, "dropout": 0.1},
+        optim={"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.0, "betas": [0.9, 0.99]},
+    )
+    data = DataHP(task="linear_regression", d=20, curriculum={"start": 5})
+    run = RunName("icl_{task}_d{d}_looped_L{n_layers}_b{loops}_T{loop_window}")
+    fields = run.fields(model, data)
+    assert run.format(run.template, fields) == "icl_linear_regression_d20_looped_L1_b12_T4"
+    assert fields["loops"] == 12 and fields["net_loops"] == 99  # the top-level name wins
+    assert run.format("{net_n_layers}_{optim_lr:.0e}_{start}", fields) == "1_1e-03_5"
+    assert fields["betas"] == "0.9-0.99"  # lists in nested groups read as in a folder name
+    # a leaf name with two values (net.dropout, optim.dropout) is only there by its paths
+    with pytest.raises(ValueError, match="unknown field 'dropout'.*'net_dropout'"):
+        run.format("{dropout}", fields)
+    assert fields["net_dropout"] == 0.1 and fields["optim_dropout"] == 0.0
+    # the SUBLEQ template, with n_layers moved into the model's net
+    subleq = RunName("subleq_n{n}_N{N}_L{n_layers}_{loss}")
+    model = ModelHP(loss="mse", net={"n_layers": 2, "d_model": 32}, optim={"lr": 3e-4})
+    data = DataHP(n=8, N=16, s=4)
+    assert subleq.format(subleq.template, subleq.fields(model, data)) == "subleq_n8_N16_L2_mse"
 
 
 def test_run_name_names_unknown_fields():
@@ -32,8 +74,7 @@ def test_run_name_gives_the_run_a_folder_and_names_the_loggers(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    data = OOCLDataModule(p=5)
-    model = OOCLModule(vocab_size=14, seq_len=5, d_model=16, d_mlp=16)
+    data, model = DataHP(p=5), ModelHP(d_model=16)
     run, ckpt = RunName("oocl_{p}"), ModelCheckpoint()
     logger = CSVLogger(tmp_path)
     trainer = L.Trainer(
@@ -50,14 +91,14 @@ def test_run_name_takes_the_wandb_agents_run_id_and_the_sweeps_group(tmp_path, m
 
     monkeypatch.setenv("WANDB_RUN_ID", "abc123xy")  # what `wandb agent` sets for its run
     monkeypatch.setenv("WANDB_RUN_GROUP", "my_sweep")
-    data = OOCLDataModule(p=5)
-    model = OOCLModule(vocab_size=14, seq_len=5, d_model=16, d_mlp=16)
+    data, model = DataHP(p=5), ModelHP(d_model=16)
     run = RunName("oocl_{p}")
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(logger=logger, callbacks=[run], max_steps=1, enable_progress_bar=False)
     run.apply(trainer, model, data)
     assert run.version == "abc123xy" and run.run_dir == tmp_path / "oocl_5" / "abc123xy"
-    assert logger._wandb_init["id"] == "abc123xy" and logger._wandb_init["group"] == "my_sweep"
+    init = wandb_init_args(logger)
+    assert init["id"] == "abc123xy" and init["group"] == "my_sweep" and init["name"] == "oocl_5"
 
 
 # --- RestoreBestWeights ---------------------------------------------------------------

@@ -1,12 +1,16 @@
 """The real CLI end to end: config printing, linking, run folders, validate from a checkpoint."""
 
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from conftest import CONFIGS, TINY_OOCL, cli
 
@@ -22,7 +26,7 @@ def test_print_config_prints_the_whole_resolved_config(in_tmp):
     assert config["data"]["init_args"]["p"] == 31
     assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
     assert config["trainer"]["logger"]["init_args"]["offline"] is True
-    assert "max_steps" in config["trainer"] and "lr" in config["model"]["init_args"]
+    assert "max_steps" in config["trainer"] and "lr" in config["model"]["init_args"]["optim"]
 
 
 def test_configs_stack_and_the_command_line_overrides(in_tmp):
@@ -73,7 +77,7 @@ def read_metrics(path):
 
 
 def test_validate_with_the_best_checkpoint_reproduces_fit_metrics(in_tmp):
-    common = [*TINY_OOCL, "--config", CONFIGS / "logger" / "csv.yaml"]
+    common = [*TINY_OOCL, "--config", CONFIGS / "presets" / "csv_logger.yaml"]
     fit = cli("fit", *common, "--trainer.max_steps=30", "--trainer.val_check_interval=10")
     ckpt = fit.trainer.checkpoint_callback
     best_step = int(Path(ckpt.best_model_path).name[4:10])
@@ -85,10 +89,10 @@ def test_validate_with_the_best_checkpoint_reproduces_fit_metrics(in_tmp):
         assert float(got[key]) == pytest.approx(float(logged[key]), rel=1e-5), key
 
 
-@pytest.mark.parametrize("preset", ["csv.yaml", "tensorboard.yaml"])
+@pytest.mark.parametrize("preset", ["csv_logger.yaml", "tensorboard_logger.yaml"])
 def test_logger_presets_write_into_the_run_folder(in_tmp, preset):
     run = cli(
-        "fit", *TINY_OOCL, "--config", CONFIGS / "logger" / preset,
+        "fit", *TINY_OOCL, "--config", CONFIGS / "presets" / preset,
         "--trainer.max_steps=2", "--trainer.val_check_interval=2",
     )  # fmt: skip
     folder = find_run(run)
@@ -96,7 +100,7 @@ def test_logger_presets_write_into_the_run_folder(in_tmp, preset):
     assert "config.yaml" in files and "checkpoints" in files
     assert (
         ("metrics.csv" in files)
-        if preset == "csv.yaml"
+        if preset == "csv_logger.yaml"
         else any(f.startswith("events.out") for f in files)
     )
 
@@ -119,7 +123,7 @@ def test_two_process_ddp_on_cpu_shares_one_run_folder(in_tmp):
     """DDP (gloo, 2 processes) through the console script: one run, one folder, one config."""
     exe = Path(sys.executable).parent / "lit-loops"
     out = subprocess.run(
-        [exe, "fit", *TINY_OOCL, "--config", CONFIGS / "logger" / "csv.yaml",
+        [exe, "fit", *TINY_OOCL, "--config", CONFIGS / "presets" / "csv_logger.yaml",
          "--trainer.max_steps=20", "--trainer.val_check_interval=10",
          "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"],
         capture_output=True, text=True, cwd=in_tmp, timeout=600,
@@ -129,3 +133,98 @@ def test_two_process_ddp_on_cpu_shares_one_run_folder(in_tmp):
     runs = list((in_tmp / "runs").glob("oocl_*/*"))
     assert len(runs) == 1 and (runs[0] / "config.yaml").exists()
     assert any(runs[0].glob("checkpoints/*.ckpt"))
+
+
+# --- load_run: a run back from its checkpoint (independent of the experiments' modules) ---------
+
+
+@dataclasses.dataclass
+class TinyNet:
+    depth: int = 1
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self, width: int = 3, net: TinyNet | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = net or TinyNet()
+        self.layer = torch.nn.Linear(width, self.net.depth)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class OtherModule(TinyModule):
+    pass
+
+
+class TinyData(L.LightningDataModule):
+    def __init__(self, width: int = 3, n: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(
+            torch.randn(self.hparams.n, self.hparams.width, generator=g), batch_size=4
+        )
+
+
+def tiny_run(*extra: str):
+    return cli(
+        "fit", f"--model={__name__}.TinyModule", f"--data={__name__}.TinyData",
+        "--model.init_args.width=5", "--model.init_args.net.depth=2", "--data.init_args.width=5",
+        "--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", *extra,
+    )  # fmt: skip
+
+
+def test_load_run_rebuilds_the_module_and_the_data_a_cli_run_saved(in_tmp):
+    from lit_loops.checkpoints import load_run
+
+    naming = ["--trainer.callbacks+=lit_loops.callbacks.RunName",
+              "--trainer.callbacks.template=tiny_L{depth}_{net_depth}_w{width}"]  # fmt: skip
+    run = tiny_run(*naming)
+    assert find_run(run).parent.name == "tiny_L2_2_w5"  # a nested hyperparameter names the run
+    ckpt = run.trainer.checkpoint_callback.best_model_path
+    module, data = load_run(ckpt)
+    assert type(module) is TinyModule and module.net == TinyNet(depth=2)  # nested args rebuilt
+    assert type(data) is TinyData and (data.hparams.width, data.hparams.n) == (5, 8)
+    for key, tensor in run.model.state_dict().items():
+        assert torch.equal(module.state_dict()[key], tensor.cpu()), key
+    # the classes it must be: the same run, or a clear error for another class
+    assert isinstance(
+        load_run(ckpt, model_class=L.LightningModule, data_class=TinyData)[0], TinyModule
+    )
+    with pytest.raises(
+        ValueError, match=r"is invalid: it was saved by test_cli.TinyModule, not by"
+    ):
+        load_run(ckpt, model_class=OtherModule)
+
+
+def test_load_run_fails_with_one_clear_line(in_tmp):
+    from lit_loops.checkpoints import load_run
+
+    ckpt = Path(tiny_run().trainer.checkpoint_callback.best_model_path)
+    with pytest.raises(ValueError, match=r"ckpt_path='nope.ckpt' is invalid: no such file"):
+        load_run("nope.ckpt")
+    corrupt = in_tmp / "corrupt.ckpt"
+    corrupt.write_bytes(ckpt.read_bytes()[:500])
+    with pytest.raises(ValueError, match=r"checkpoint=.*corrupt.ckpt.* is invalid: not a readable"):
+        load_run(corrupt, name="checkpoint")
+    # a checkpoint that names no classes, and no DataModule: the caller says what to build
+    bare = torch.load(ckpt, weights_only=True)
+    del bare["hyper_parameters"]["_class_path"], bare["datamodule_hyper_parameters"]
+    torch.save(bare, in_tmp / "bare.ckpt")
+    with pytest.raises(ValueError, match="does not say which model saved it"):
+        load_run(in_tmp / "bare.ckpt")
+    module, data = load_run(in_tmp / "bare.ckpt", model_class=TinyModule)
+    assert module.layer.in_features == 5 and data is None
+    # hyperparameters that no longer build the saved weights
+    bare["hyper_parameters"]["width"] = 7
+    torch.save(bare, in_tmp / "changed.ckpt")
+    with pytest.raises(ValueError, match="its weights do not fit the TinyModule"):
+        load_run(in_tmp / "changed.ckpt", model_class=TinyModule)

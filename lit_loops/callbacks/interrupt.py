@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_loops.callbacks.run_name import find_run_name
+from lit_loops.lightning_internals import current_batch_index, request_sigterm_stop
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -45,7 +46,7 @@ def validation_follows(trainer: L.Trainer) -> bool:
     every = trainer.val_check_batch
     if not trainer.enable_validation or not isinstance(every, int):
         return False
-    return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
+    return (current_batch_index(trainer) + 1) % every == 0
 
 
 class CheckpointOnInterrupt(Callback):
@@ -94,7 +95,7 @@ class CheckpointOnInterrupt(Callback):
         # every rank agrees (a rank stopping alone would hang the others in their next
         # collective); Lightning then raises SIGTERMException at the end of this batch
         if trainer.strategy.reduce_boolean_decision(self._stop_at_boundary, all=False):
-            trainer._signal_connector.received_sigterm = True
+            request_sigterm_stop(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

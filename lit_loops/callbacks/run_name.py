@@ -6,6 +6,12 @@ DataModule's hyperparameters, plus ``experiment`` (the package under
 ``lit_loops.experiments``). Floats print as Python prints them (``0.8``, ``1.0``); a
 field may carry a format spec (``{lr:.0e}``).
 
+Nested hyperparameters (``hparams["net"] = {"n_layers": 2, ...}``, from
+``--model.init_args.net.n_layers``) are flattened: each leaf is a field by its own name
+(``{n_layers}``) and by its path joined with ``_`` (``{net_n_layers}``). A top-level
+hyperparameter wins over a nested leaf of the same name; a leaf name found at two nested
+places with different values is only available by its path.
+
 Each run gets ``<root>/<name>/<version>/`` (``version`` = time stamp + random suffix,
 the same on every rank; a wandb agent's ``WANDB_RUN_ID`` when set) holding its resolved ``config.yaml``, ``checkpoints/`` (for
 every ``ModelCheckpoint`` without a ``dirpath``) and the CSV/TensorBoard logs. The
@@ -15,17 +21,22 @@ wins, as wandb sweep agents set it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import string
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+from lit_loops.lightning_internals import set_log_dir_name, set_wandb_init, wandb_run_or_none
 
 
 def experiment_of(obj: Any) -> str:
@@ -38,6 +49,49 @@ def experiment_of(obj: Any) -> str:
 
 def hparams_of(obj: Any) -> dict[str, Any]:
     return dict(getattr(obj, "hparams", {}) or {})
+
+
+def _as_mapping(value: Any) -> Mapping | None:
+    """A nested group of hyperparameters as a mapping (a dict, a dataclass, a jsonargparse
+    Namespace); None for a leaf."""
+    if isinstance(value, Mapping):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Namespace):
+        return value.as_dict()
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # tensors, arrays: not one truth value
+        return a is b
+
+
+def nested_fields(*hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaves of the nested groups in ``hparams``: ``{"n_layers": 2, "net_n_layers": 2}``
+    for ``{"net": {"n_layers": 2}}``. A leaf name met at several places with different
+    values is left out (only its paths are given); for a path met twice, the later wins."""
+    by_path: dict[str, Any] = {}
+    by_leaf: dict[str, Any] = {}
+    ambiguous: set[str] = set()
+
+    def walk(prefix: tuple[str, ...], mapping: Mapping) -> None:
+        for key, value in mapping.items():
+            group = _as_mapping(value)
+            if group is not None:
+                walk((*prefix, str(key)), group)
+            elif prefix:
+                by_path["_".join((*prefix, str(key)))] = value
+                if key in by_leaf and not _same(by_leaf[key], value):
+                    ambiguous.add(key)
+                by_leaf.setdefault(key, value)
+
+    for hp in hparams:
+        walk((), hp)
+    return {**{k: v for k, v in by_leaf.items() if k not in ambiguous}, **by_path}
 
 
 class RunName(Callback):
@@ -71,7 +125,13 @@ class RunName(Callback):
         self, model: L.LightningModule, datamodule: L.LightningDataModule | None
     ) -> dict[str, Any]:
         data_hp = hparams_of(datamodule) if datamodule is not None else {}
-        fields = {**data_hp, **hparams_of(model), "experiment": experiment_of(model)}
+        model_hp = hparams_of(model)
+        fields = {
+            **nested_fields(data_hp, model_hp),  # the top-level names win over nested leaves
+            **data_hp,
+            **model_hp,
+            "experiment": experiment_of(model),
+        }
         # lists read as 2-3 (or none) in a folder name, not [2, 3] (brackets trip up shells)
         return {
             k: ("-".join(map(str, v)) or "none") if isinstance(v, (list, tuple)) else v
@@ -110,20 +170,13 @@ class RunName(Callback):
         self.run_dir = root / self.name / self.version
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                if logger._experiment is None:  # not created yet: name, id and group take effect
-                    logger._wandb_init.update(name=self.name, group=group, id=self.version)
-                    if (
-                        logger._wandb_init.get("anonymous") is None
-                    ):  # wandb warns on an explicit None
-                        logger._wandb_init.pop("anonymous", None)
-                    logger._id = self.version
-                    logger._name = self.name
+                if wandb_run_or_none(logger) is None:  # not started: name, id and group take effect
+                    set_wandb_init(logger, name=self.name, group=group, id=self.version)
                 else:  # created already: only the display name can still change
                     logger.experiment.name = self.name
             elif isinstance(logger, (CSVLogger, TensorBoardLogger)):
                 # Their log_dir is <save_dir>/<name>/<version>: the run folder.
-                logger._name = self.name
-                logger._version = self.version
+                set_log_dir_name(logger, self.name, self.version)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")
