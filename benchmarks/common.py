@@ -17,6 +17,33 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+NOT_EXPERIMENTS = {"presets", "sweeps"}  # folders of configs/ that hold no experiment
+
+
+def is_base_config(path: Path) -> bool:
+    import yaml
+
+    config = yaml.safe_load(path.read_text()) or {}
+    return "class_path" in (config.get("model") or {})
+
+
+def config_stacks() -> dict[str, list[Path]]:
+    """Every runnable config stack, by id: a config with a ``model:`` class_path is a base
+    (``icl/cpu.yaml``); any other file of an experiment's folder is an override, stacked on
+    that folder's ``paper.yaml`` when its name starts with ``paper_``, else on its
+    ``cpu.yaml`` (``icl/paper+paper_looped.yaml``)."""
+    stacks = {}
+    for path in sorted(CONFIGS.glob("*/*.yaml")):
+        folder = path.parent
+        if folder.name in NOT_EXPERIMENTS:
+            continue
+        if is_base_config(path):
+            stacks[f"{folder.name}/{path.name}"] = [path]
+        else:
+            base = folder / ("paper.yaml" if path.name.startswith("paper_") else "cpu.yaml")
+            stacks[f"{folder.name}/{base.stem}+{path.name}"] = [base, path]
+    return stacks
 
 
 def measure(module: str, fn: str, repeats: int = 3, threads: int = 1, **kwargs) -> list[dict]:

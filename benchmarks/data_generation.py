@@ -40,10 +40,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import ROOT, fmt, measure, spread
+from benchmarks.common import CONFIGS, config_stacks, fmt, measure, spread
 
-CONFIGS = ROOT / "configs"
-SKIP_DIRS = {"logger", "sweeps"}
 PAPER_SCALE = ("paper", "enwik8")
 TARGET = 0.02
 # batch sizes for the GPU-sized configs on this CPU (None: the config's own)
@@ -57,15 +55,22 @@ ICL_PAPER_BATCH = 4
 
 
 def base_configs() -> list[str]:
-    """``<experiment>/<file>.yaml`` of every base config."""
+    """Every config stack that sets its own data (``config_stacks``' ids): the base
+    configs, and the overrides with a ``data:`` section (another task, another machine)."""
     out = []
-    for path in sorted(CONFIGS.glob("*/*.yaml")):
-        if path.parent.name in SKIP_DIRS:
-            continue
-        config = yaml.safe_load(path.read_text()) or {}
-        if "class_path" in (config.get("model") or {}):
-            out.append(f"{path.parent.name}/{path.name}")
+    for name, stack in config_stacks().items():
+        if len(stack) == 1 or (yaml.safe_load(stack[-1].read_text()) or {}).get("data"):
+            out.append(name)
     return out
+
+
+def stack_files(config: str) -> list[str]:
+    """``icl/paper+paper_looped.yaml`` -> ``["icl/paper.yaml", "icl/paper_looped.yaml"]``."""
+    folder, name = config.split("/")
+    if "+" not in name:
+        return [config]
+    base, override = name.split("+")
+    return [f"{folder}/{base}.yaml", f"{folder}/{override}"]
 
 
 def is_paper(config: str) -> bool:
@@ -195,7 +200,7 @@ def ratio_for(
     are timed many times); ``batch_size``: an override of the config's, on both sides."""
     overrides = [f"--data.init_args.batch_size={batch_size}"] if batch_size else []
     with scratch():
-        cli = build([config], overrides)
+        cli = build(stack_files(config), overrides)
         gen = generation_s(cli)
         timer = step_timer(warmup, steps, min_seconds)
         fit(cli, warmup + max(steps, max_steps), [timer])

@@ -17,7 +17,7 @@ largest CPU config, and for ICL also at the papers' shapes.
 * configs: per experiment the ``cpu*.yaml`` config with the most parameters (override
   files stacked on the folder's ``cpu.yaml``, as the tests run them); ICL at the end of
   its curricula (full dimension and prompt length, where most of a run is spent), and the
-  papers' shapes: ``paper_linear_regression_standard.yaml`` (12 layers, 256 wide, 8
+  papers' shapes: ``paper.yaml`` (12 layers, 256 wide, 8
   heads, d = 20, 41 points, batch 64, the papers' batch).
 
 Target: >= 60 % of the ceiling for the compute-bound configs (the block-recurrent one and
@@ -34,7 +34,7 @@ from benchmarks.data_generation import CONFIGS, SKIP_DIRS, build, fit, scratch, 
 
 TARGET = 0.60
 MATMUL_N = 2048
-PAPER_SHAPES = "icl/paper_linear_regression_standard.yaml"
+PAPER_SHAPES = "icl/paper.yaml"
 COMPUTE_BOUND = ("block_recurrent", PAPER_SHAPES)
 
 

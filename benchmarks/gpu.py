@@ -11,13 +11,21 @@ import statistics
 import torch
 
 from benchmarks.common import measure
-from benchmarks.data_generation import base_configs, build, fit, is_paper, scratch, step_timer
+from benchmarks.data_generation import (
+    base_configs,
+    build,
+    fit,
+    is_paper,
+    scratch,
+    stack_files,
+    step_timer,
+)
 
 
 def paper_step(config: str, device: str = "cuda", steps: int = 10, warmup: int = 3) -> dict:
     """Steps/s and peak memory of ``config`` trained for ``warmup + steps`` batches."""
     with scratch():
-        cli = build([config])
+        cli = build(stack_files(config))
         timer = step_timer(warmup=warmup, steps=steps)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -25,11 +25,13 @@ from typing import Any
 
 import lightning as L
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_loops.callbacks.curriculum import CurriculumLog
 from lit_loops.callbacks.interrupt import CheckpointOnInterrupt
 from lit_loops.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from lit_loops.callbacks.run_name import RunName, find_run_name
@@ -102,9 +104,11 @@ class LitLoopsCLI(LightningCLI):
             raise model_error(config) or err from None
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = config["trainer"].get("callbacks")  # the config's own (Lightning extends it)
+        given = list(given) if isinstance(given, list) else [given] if given else []
         trainer = super().instantiate_trainer(**kwargs)
-        if find_run_name(trainer) is None:
-            trainer.callbacks.insert(0, RunName())
+        add_experiment_callbacks(trainer, self.model, given)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and not wandb_is_offline(logger):
                 check_wandb_login()
@@ -177,6 +181,32 @@ class LitLoopsCLI(LightningCLI):
 # the override above must keep the name of the LightningCLI hook that lightning_internals checks
 if CLI_PARSE_CKPT_PATH not in vars(LitLoopsCLI):  # pragma: no cover
     raise RuntimeError(f"LitLoopsCLI no longer overrides LightningCLI.{CLI_PARSE_CKPT_PATH}")
+
+
+def add_experiment_callbacks(
+    trainer: L.Trainer, model: L.LightningModule, given: list[L.Callback]
+) -> None:
+    """The callbacks every experiment's config would otherwise repeat, from what its module
+    declares (``ExperimentModule.run_name`` and ``.monitor``): a ``RunName``, a
+    ``CurriculumLog``, and in place of Lightning's default checkpoint one that keeps the
+    best by the module's metric and the last. A config that lists its own keeps it."""
+    if find_run_name(trainer) is None:
+        trainer.callbacks.insert(0, RunName(getattr(model, "run_name", "{experiment}")))
+    if not any(isinstance(cb, CurriculumLog) for cb in trainer.callbacks):
+        trainer.callbacks.insert(1, CurriculumLog())
+    monitor = getattr(model, "monitor", None)
+    if monitor is None or any(isinstance(cb, ModelCheckpoint) for cb in given):
+        return
+    metric, mode = monitor
+    for i, cb in enumerate(trainer.callbacks):
+        if isinstance(cb, ModelCheckpoint):  # Lightning's default (checkpointing is on)
+            trainer.callbacks[i] = ModelCheckpoint(
+                monitor=metric,
+                mode=mode,
+                filename=f"step{{step:06d}}-{metric.split('/')[-1]}{{{metric}:.4f}}",
+                auto_insert_metric_name=False,
+                save_last=True,
+            )
 
 
 def model_error(config: Namespace) -> ValueError | None:

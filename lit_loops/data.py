@@ -79,6 +79,17 @@ def trainer_rank_and_step(datamodule: Any) -> tuple[int, int]:
     return trainer.global_rank, batches_drawn(trainer)
 
 
+def train_stream(datamodule: Any, make_batch: BatchMaker) -> DataLoader:
+    """A DataModule's training loader: ``make_batch``'s stream, seeded by its
+    ``hparams.seed`` and the attached Trainer's rank, going on from the batches already
+    drawn (a resumed run), with ``hparams.num_workers`` workers."""
+    rank, step = trainer_rank_and_step(datamodule)
+    hp = datamodule.hparams
+    return stream_loader(
+        OnTheFlyBatches(make_batch, hp.seed, rank, start_step=step), hp.num_workers
+    )
+
+
 class FixedBatches(torch.utils.data.Dataset):
     """A validation set drawn once, served as ready-made batches (use with ``batch_size=None``)."""
 

@@ -7,7 +7,10 @@
   ``hparams``, so checkpoints load with ``weights_only`` and loggers flatten them
   (``optim/lr``); ``config_arg`` turns them back (a dict overrides the module's default
   instance, as a partial ``net:`` in a config file does);
-* ``num_parameters`` (of the network), logged with the run's settings when fit starts.
+* ``num_parameters`` (of the network), logged with the run's settings when fit starts;
+* ``run_name`` (a ``RunName`` template) and ``monitor`` (the metric that picks the best
+  checkpoint, and ``min`` or ``max``): the CLI's default ``RunName`` and ``ModelCheckpoint``
+  read them when a config lists none, so configs need not repeat them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class ExperimentModule(L.LightningModule):
 
     model: nn.Module
     optim: OptimConfig
+    run_name: str = "{experiment}"
+    monitor: tuple[str, str] = ("val/loss", "min")
 
     def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
         # the caller's frame, as Lightning would read it had it been called directly

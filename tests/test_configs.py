@@ -1,7 +1,8 @@
 """Every config in configs/ runs through the real CLI with fast_dev_run.
 
 A config with a ``model:`` class_path is a base config; any other file in an experiment's
-folder is an override, run stacked on that folder's cpu.yaml. Paper-scale configs are
+folder is an override, run stacked on that folder's paper.yaml (``paper_*.yaml``) or
+cpu.yaml (``benchmarks.common.config_stacks``; presets are run in test_cli.py). Paper-scale configs are
 meant for a GPU (one SUBLEQ paper step takes minutes on a CPU): the fast tier builds them
 (model, data, trainer), the slow tier runs them.
 """
@@ -11,26 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.common import NOT_EXPERIMENTS, config_stacks, is_base_config
 from conftest import CONFIGS, cli
 from lit_loops.cli import LitLoopsCLI
 
-SKIP_DIRS = {"logger", "sweeps"}  # logger presets are run in test_cli.py
-
-
-def is_base(path):
-    config = yaml.safe_load(path.read_text()) or {}
-    return "class_path" in (config.get("model") or {})
-
 
 def stacks():
-    """(id, [config files]) for every runnable config."""
-    for path in sorted(CONFIGS.glob("*/*.yaml")):
-        if path.parent.name in SKIP_DIRS:
-            continue
-        if is_base(path):
-            yield f"{path.parent.name}/{path.name}", [path]
-        else:
-            yield f"{path.parent.name}/cpu+{path.name}", [path.parent / "cpu.yaml", path]
+    """(id, [config files]) for every runnable config (see ``config_stacks``)."""
+    return list(config_stacks().items())
 
 
 PAPER_SCALE = ("paper", "enwik8")  # GPU configs: built in the fast tier, run in the slow one
@@ -114,7 +103,7 @@ def test_there_is_a_cpu_and_a_paper_config_per_experiment():
     """``cpu.yaml`` and ``paper.yaml``, or named variants of them (``cpu_<task>_<model>``;
     block_recurrent's paper-scale config is the seed's ``enwik8.yaml``)."""
     for folder in CONFIGS.iterdir():
-        if folder.is_dir() and folder.name not in SKIP_DIRS:
-            bases = [p.name for p in folder.glob("*.yaml") if is_base(p)]
+        if folder.is_dir() and folder.name not in NOT_EXPERIMENTS:
+            bases = [p.name for p in folder.glob("*.yaml") if is_base_config(p)]
             assert any(name.startswith("cpu") for name in bases), folder
             assert any(name.startswith(PAPER_SCALE) for name in bases), folder

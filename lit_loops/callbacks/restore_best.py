@@ -18,26 +18,28 @@ class RestoreBestWeights(Callback):
     stopping) loads the best step's weights back into the module and says which step.
 
     Args:
-        monitor: a logged metric, e.g. ``val/acc_table1``.
-        mode: ``max`` or ``min``.
+        monitor: a logged metric, e.g. ``val/acc_table1`` (None: the module's ``monitor``,
+            see ``ExperimentModule``; ``val/loss`` for a module without one).
+        mode: ``max`` or ``min`` (None: the module's, with its metric).
         min_delta: the improvement needed to count as better.
         verbose: print when the weights are restored.
     """
 
     def __init__(
         self,
-        monitor: str = "val/loss",
-        mode: str = "min",
+        monitor: str | None = None,
+        mode: str | None = None,
         min_delta: float = 0.0,
         verbose: bool = True,
     ) -> None:
         check(
-            isinstance(monitor, str) and monitor != "",
+            monitor is None or (isinstance(monitor, str) and monitor != ""),
             "monitor",
             monitor,
             "must name a logged metric",
         )
-        check_choice("mode", mode, ("min", "max"))
+        if mode is not None:
+            check_choice("mode", mode, ("min", "max"))
         check_float("min_delta", min_delta, 0.0)
         self.monitor = monitor
         self.mode = mode
@@ -46,6 +48,12 @@ class RestoreBestWeights(Callback):
         self.best_score: float | None = None
         self.best_step: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.monitor is None:
+            self.monitor, default_mode = getattr(pl_module, "monitor", ("val/loss", "min"))
+            self.mode = self.mode or default_mode
+        self.mode = self.mode or "min"
 
     def is_better(self, score: float) -> bool:
         if self.best_score is None:

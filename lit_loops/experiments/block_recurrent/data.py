@@ -41,7 +41,7 @@ import lightning as L
 import torch
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int, fail
-from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.data import fixed_loader, train_stream
 
 NUM_TOKENS = 256
 SOURCES = ("stdlib", "enwik8", "recall")
@@ -466,9 +466,7 @@ class BlockRecurrentDataModule(L.LightningDataModule):
         return CropBatchMaker(self.splits()["train"], hp.batch_size, hp.sample_len)
 
     def train_dataloader(self):
-        rank, step = trainer_rank_and_step(self)
-        stream = OnTheFlyBatches(self.batch_maker(), self.hparams.seed, rank, start_step=step)
-        return stream_loader(stream, self.hparams.num_workers)
+        return train_stream(self, self.batch_maker())
 
     def val_batches(self) -> list[dict]:
         if self._val is None:

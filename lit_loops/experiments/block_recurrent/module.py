@@ -46,6 +46,13 @@ class BlockRecurrentModule(ExperimentModule):
     accumulate_grad_batches, gradient_clip_val: see the module docs (the seed: 4, 0.5).
     """
 
+    run_name = "block_recurrent_{source}_d{dim}_L{depth}_w{block_width}_r{recurrent_layers}"
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        recall = self.hparams.min_recall_gap is not None  # the recall task's score
+        return ("val/recall_acc", "max") if recall else ("val/bpc", "min")
+
     def __init__(
         self,
         num_tokens: int | None = None,

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from lit_loops.checks import check_int, check_positive_int
-from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.data import fixed_loader, train_stream
 from lit_loops.experiments.icl.tasks import SparseLinearRegression, Task, make_task, sample_xs
 from lit_loops.schedules import Curricula, StepSchedule
 
@@ -141,11 +141,7 @@ class ICLDataModule(L.LightningDataModule):
         return self._val_batches
 
     def train_dataloader(self):
-        rank, step = trainer_rank_and_step(self)
-        stream = OnTheFlyBatches(
-            ICLBatchSpec(self.dims, self.points), self.hparams.seed, rank, start_step=step
-        )
-        return stream_loader(stream, self.hparams.num_workers)
+        return train_stream(self, ICLBatchSpec(self.dims, self.points))
 
     def val_dataloader(self):
         return fixed_loader(self.val_batches())

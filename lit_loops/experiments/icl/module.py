@@ -63,6 +63,17 @@ class ICLModule(ExperimentModule):
         optim: see ``lit_loops.optim`` (the papers: Adam, 1e-4, constant).
     """
 
+    monitor = ("val/nse_last", "min")
+
+    @property
+    def run_name(self) -> str:
+        arch = (
+            "looped_L{n_layers}_b{loops}_T{loop_window}"
+            if self.hparams.looped
+            else "standard_L{n_layers}"
+        )
+        return "icl_{task}_d{d}_" + arch
+
     def __init__(
         self,
         n_dims: int | None = None,

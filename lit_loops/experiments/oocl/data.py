@@ -29,7 +29,7 @@ from lit_loops.checks import (
     check_positive_int,
     is_prime,
 )
-from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.data import fixed_loader, train_stream
 
 SEQ_LEN = 5
 ANSWER_FROM = 3  # the answer (token 4) is predicted from position 3
@@ -216,10 +216,7 @@ class OOCLDataModule(L.LightningDataModule):
         return self._tables(self.val_pairs)
 
     def train_dataloader(self):
-        rank, step = trainer_rank_and_step(self)
-        maker = OOCLBatchMaker(self.train_examples(), self.hparams.batch_size)
-        stream = OnTheFlyBatches(maker, self.hparams.seed, rank=rank, start_step=step)
-        return stream_loader(stream, self.hparams.num_workers)
+        return train_stream(self, OOCLBatchMaker(self.train_examples(), self.hparams.batch_size))
 
     def val_dataloader(self):
         # One loader per table, in the order of TABLES; each batch is {table: (B, 5)}.

@@ -29,6 +29,9 @@ class OOCLModule(ExperimentModule):
         optim: AdamW (0.9, 0.98), weight decay 1.0, 10 warmup steps, constant.
     """
 
+    run_name = "oocl_{op}_{p}_{holdout1}_{holdout2}_{k1}_{k2}_{k3}"
+    monitor = ("val/acc_table1", "max")
+
     def __init__(
         self,
         vocab_size: int | None = None,

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from lit_loops.checks import check, check_choice, check_int, check_positive_int
-from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.data import fixed_loader, train_stream
 from lit_loops.experiments.sequences.banks import generate_rows
 from lit_loops.experiments.sequences.families import FAMILIES
 from lit_loops.schedules import PhaseSchedule
@@ -163,9 +163,7 @@ class SequenceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        rank, step = trainer_rank_and_step(self)
-        stream = OnTheFlyBatches(self.batch_maker(), self.hparams.seed, rank, start_step=step)
-        return stream_loader(stream, self.hparams.num_workers)
+        return train_stream(self, self.batch_maker())
 
     def val_batches(self) -> list[dict]:
         """``val_per_family`` full-length sequences of every family, one batch per family."""

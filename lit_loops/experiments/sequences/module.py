@@ -92,6 +92,9 @@ class SequenceModule(ExperimentModule):
             (``gradient_clip_val`` 1.0, ``gradient_clip_algorithm`` norm or value).
     """
 
+    run_name = "sequences_w{window}_{embedding}_d{d_model}_L{n_layers}_{loss}"
+    monitor = ("val/loss", "min")
+
     def __init__(
         self,
         max_len: int | None = None,

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
-from lit_loops.data import OnTheFlyBatches, fixed_loader, stream_loader, trainer_rank_and_step
+from lit_loops.data import fixed_loader, train_stream
 from lit_loops.experiments.subleq.machine import (
     MachineSpec,
     State,
@@ -233,7 +233,6 @@ class SubleqDataModule(L.LightningDataModule):
         return self._val_batches
 
     def train_dataloader(self):
-        rank, step_ = trainer_rank_and_step(self)
         hp = self.hparams
         traces = program_trace_states(self.spec, seed=hp.seed) if hp.trace_fraction > 0 else None
         maker = SubleqBatchMaker(
@@ -245,8 +244,7 @@ class SubleqDataModule(L.LightningDataModule):
             trace_fraction=hp.trace_fraction,
             curriculum=self.curriculum,
         )
-        stream = OnTheFlyBatches(maker, hp.seed, rank=rank, start_step=step_)
-        return stream_loader(stream, hp.num_workers)
+        return train_stream(self, maker)
 
     def val_dataloader(self):
         return fixed_loader(self.val_batches())

@@ -52,6 +52,9 @@ class SubleqModule(ExperimentModule):
         optim: ``lit_loops.optim`` (AdamW 1e-3, weight decay 0.01, 100 warmup steps, cosine).
     """
 
+    run_name = "subleq_n{n}_N{N}_L{n_layers}_{loss}"
+    monitor = ("val/exact_match", "max")
+
     def __init__(
         self,
         n_tokens: int | None = None,
