@@ -29,8 +29,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchmarks.common import fmt, measure, spread
-from benchmarks.data_generation import CONFIGS, SKIP_DIRS, build, fit, scratch, step_timer
+from benchmarks.common import CONFIGS, config_stacks, fmt, measure, spread
+from benchmarks.data_generation import build, fit, scratch, step_timer
 
 TARGET = 0.60
 MATMUL_N = 2048
@@ -54,17 +54,11 @@ def ceiling(n: int = MATMUL_N, reps: int = 7) -> dict:
 
 def cpu_stacks() -> dict[str, list[list[str]]]:
     """Per experiment, its ``cpu*.yaml`` configs as stacks (overrides on ``cpu.yaml``)."""
-    import yaml
-
     out: dict[str, list[list[str]]] = {}
-    for path in sorted(CONFIGS.glob("*/cpu*.yaml")):
-        folder = path.parent.name
-        if folder in SKIP_DIRS:
-            continue
-        config = yaml.safe_load(path.read_text()) or {}
-        name = f"{folder}/{path.name}"
-        base = "class_path" in (config.get("model") or {})
-        out.setdefault(folder, []).append([name] if base else [f"{folder}/cpu.yaml", name])
+    for stack in config_stacks().values():
+        if stack[-1].name.startswith("cpu"):
+            names = [str(p.relative_to(CONFIGS)) for p in stack]
+            out.setdefault(stack[0].parent.name, []).append(names)
     return out
 
 

@@ -25,7 +25,7 @@ from conftest import CONFIGS, TINY_OOCL, cli
 from lit_loops.callbacks.nonfinite import NonFiniteLossError
 
 COMMON = [
-    "--config", CONFIGS / "logger" / "csv.yaml",
+    "--config", CONFIGS / "presets" / "csv_logger.yaml",
     "--trainer.max_steps=6",
     "--trainer.val_check_interval=2",
     "--trainer.log_every_n_steps=1",
@@ -39,25 +39,25 @@ EXPERIMENTS = {
     "oocl": TINY_OOCL,
     "subleq": [
         "--config", CONFIGS / "subleq" / "cpu.yaml",
-        "--model.init_args.d_model=32", "--model.init_args.n_layers=2",
-        "--model.init_args.d_mlp=64", "--data.init_args.batch_size=16",
+        "--model.init_args.net.d_model=32", "--model.init_args.net.n_layers=2",
+        "--model.init_args.net.d_mlp=64", "--data.init_args.batch_size=16",
         "--trainer.limit_val_batches=1",
     ],
     "icl": [  # the looped model: random extra loops per step and the curricula
-        "--config", CONFIGS / "icl" / "cpu_linear_regression_looped.yaml",
-        "--model.init_args.d_model=32", "--data.init_args.batch_size=16",
+        "--config", CONFIGS / "icl" / "cpu.yaml", "--config", CONFIGS / "icl" / "cpu_looped.yaml",
+        "--model.init_args.net.d_model=32", "--data.init_args.batch_size=16",
         "--data.init_args.curriculum_every=2", "--trainer.limit_val_batches=1",
     ],
     "sequences": [  # the phase curriculum moves within the six steps
         "--config", CONFIGS / "sequences" / "cpu.yaml",
-        "--model.init_args.d_model=32", "--model.init_args.n_layers=2",
-        "--model.init_args.d_ff=64", "--data.init_args.batch_size=16",
+        "--model.init_args.net.d_model=32", "--model.init_args.net.n_layers=2",
+        "--model.init_args.net.d_mlp=64", "--data.init_args.batch_size=16",
         "--data.init_args.phase_steps=[2,4]", "--data.init_args.transition_steps=2",
-        "--data.init_args.val_per_family=4", "--model.init_args.warmup_steps=2",
+        "--data.init_args.val_per_family=4", "--model.init_args.optim.warmup_steps=2",
     ],
     "block_recurrent": [  # accumulation (2 batches a step): the stop waits for the step's end
         "--config", CONFIGS / "block_recurrent" / "recall_cpu.yaml",
-        "--model.init_args.dim=32", "--model.init_args.dim_head=16",
+        "--model.init_args.net.dim=32", "--model.init_args.net.dim_head=16",
         "--model.init_args.accumulate_grad_batches=2", "--data.init_args.batch_size=8",
         "--data.init_args.val_batches=1", "--data.init_args.val_batch_size=16",
     ],
@@ -240,7 +240,7 @@ def test_a_checkpoint_from_another_experiment_or_a_corrupt_one_fails_before_trai
     del bare["hyper_parameters"]
     torch.save(bare, in_tmp / "bare.ckpt")
     with pytest.raises(ValueError, match="has shape \\(26, 32\\) there, \\(26, 64\\) in this"):
-        cli("fit", *TINY_OOCL, *COMMON, "--model.init_args.d_model=64", "--ckpt_path",
+        cli("fit", *TINY_OOCL, *COMMON, "--model.init_args.net.d_model=64", "--ckpt_path",
             in_tmp / "bare.ckpt")  # fmt: skip
     corrupt = in_tmp / "corrupt.ckpt"
     corrupt.write_bytes(oocl_ckpt.read_bytes()[:1000])  # a copy cut short

@@ -71,7 +71,9 @@ def check_applied(run: LitLoopsCLI, params: dict) -> None:
         section, _, name = key.partition(".init_args.")
         if section in ("model", "data") and name:
             target = run.model if section == "model" else run.datamodule
-            got = target.hparams[name]
+            got = target.hparams
+            for part in name.split("."):  # net.n_layers: hparams["net"]["n_layers"]
+                got = got[part]
             assert (list(got) if isinstance(got, tuple) else got) == value, key
         elif key == "trainer.max_steps":
             assert run.trainer.max_steps == value
@@ -113,14 +115,14 @@ def test_grid_sweeps_enumerate_their_whole_grid(path):
 
 def test_agent_command_expands_args_as_the_wandb_agent_does():
     config = {"command": ["${env}", "${interpreter}", "x.py", "--fixed", "1", "${args}"]}
-    argv = agent_command(config, {"model.init_args.lr": 0.001, "flag": False, "ls": [1, 2]})
+    argv = agent_command(config, {"model.init_args.optim.lr": 0.001, "flag": False, "ls": [1, 2]})
     assert argv == [
         "/usr/bin/env",
         sys.executable,
         "x.py",
         "--fixed",
         "1",
-        "--model.init_args.lr=0.001",
+        "--model.init_args.optim.lr=0.001",
         "--flag=False",
         "--ls=[1, 2]",
     ]
@@ -129,7 +131,7 @@ def test_agent_command_expands_args_as_the_wandb_agent_does():
 BASE = {
     "method": "grid",
     "metric": {"name": "val/acc_table1", "goal": "maximize"},
-    "parameters": {"model.init_args.lr": {"values": [0.001]}},
+    "parameters": {"model.init_args.optim.lr": {"values": [0.001]}},
     "command": ["${env}", "lit-loops", "fit", "${args}"],
 }
 
@@ -140,7 +142,7 @@ BASE = {
         ({"method": "annealing"}, "method='annealing' is invalid: must be one of"),
         ({"command": ["lit-loops", "fit"]}, "must be a list containing ${args}"),
         ({"metric": None}, "metric"),
-        ({"parameters": {"model.init_args.lr": {"values": "x"}}}, "model.init_args.lr"),
+        ({"parameters": {"model.init_args.optim.lr": {"values": "x"}}}, "model.init_args.optim.lr"),
     ],
 )
 def test_invalid_sweep_files_fail_with_the_reason(tmp_path, change, message):
@@ -185,7 +187,7 @@ def tiny_grid(folder: Path, name: str, lrs=(0.001, 0.002), holdouts=(0.5, 0.9)) 
         "metric": {"name": "val/acc_table1", "goal": "maximize"},
         "parameters": {
             "data.init_args.holdout1": {"values": list(holdouts)},
-            "model.init_args.lr": {"values": list(lrs)},
+            "model.init_args.optim.lr": {"values": list(lrs)},
             **TINY_RUN,
         },
         "command": ["${env}", "lit-loops", "fit", "--config", "configs/oocl/cpu.yaml", "${args}"],
@@ -217,7 +219,7 @@ def test_tiny_grid_runs_resumes_and_writes_its_table(in_repo_tmp, capsys):
     assert {i: (folder / "logs" / f"{i}.log").stat().st_mtime_ns for i in first} == logs
     assert all(second[i]["attempts"] == 1 for i in second)
     points = {
-        (r["params"]["data.init_args.holdout1"], r["params"]["model.init_args.lr"])
+        (r["params"]["data.init_args.holdout1"], r["params"]["model.init_args.optim.lr"])
         for r in second.values()
     }
     assert points == set(itertools.product((0.5, 0.9), (0.001, 0.002)))
@@ -235,7 +237,7 @@ def test_tiny_grid_runs_resumes_and_writes_its_table(in_repo_tmp, capsys):
     out = capsys.readouterr().out
     assert "holdout1" in out and "val/acc_table1" in out and "run-003" in out
     rows = (folder / "table.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("id,data.init_args.holdout1,model.init_args.lr")
+    assert len(rows) == 5 and rows[0].startswith("id,data.init_args.holdout1,model.init_args.optim.lr")
     assert (folder / "val_acc_table1.png").stat().st_size > 10_000
     run_dirs = {r["run_dir"] for r in third.values()}
     assert len(run_dirs) == 4 and all((in_repo_tmp / d / "config.yaml").exists() for d in run_dirs)
@@ -304,7 +306,7 @@ def test_hyperband_early_termination_stops_the_lagging_run(tmp_path):
                 **BASE,
                 "metric": {"name": "val/loss", "goal": "minimize"},
                 "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
-                "parameters": {"model.init_args.lr": {"values": [1, 2, 3, 4]}},
+                "parameters": {"model.init_args.optim.lr": {"values": [1, 2, 3, 4]}},
             }
         )
     )
@@ -312,7 +314,7 @@ def test_hyperband_early_termination_stops_the_lagging_run(tmp_path):
     sweep.out = lambda *_: None
     sweep.open()
     for i, losses in enumerate([[5, 4, 3], [5, 4.5, 4], [5, 5, 5], [6, 6, 6]]):
-        run = RunRecord(f"run-{i:03d}", {"model.init_args.lr": i + 1}, state="running")
+        run = RunRecord(f"run-{i:03d}", {"model.init_args.optim.lr": i + 1}, state="running")
         run.history = [{"step": s, "val/loss": v} for s, v in enumerate(losses)]
         sweep.runs.append(run)
         sweep.procs[run.id] = (FakeProcess(), 0.0, None)
@@ -342,7 +344,7 @@ def test_plots_heatmap_for_two_parameters_and_scatter_otherwise(tmp_path):
 def test_a_run_stopped_by_a_signal_goes_on_from_its_checkpoint(tmp_path):
     path = tiny_grid(tmp_path, "resume_ckpt", lrs=(0.001,), holdouts=(0.5,))
     sweep = LocalSweep(path, root=tmp_path)
-    run = RunRecord("run-000", {"model.init_args.lr": 0.001}, state="crashed")
+    run = RunRecord("run-000", {"model.init_args.optim.lr": 0.001}, state="crashed")
     assert "--ckpt_path" not in sweep.command_for(run)  # never got going: from scratch
     run.run_dir = str(tmp_path / "runs" / "x" / "v")
     (Path(run.run_dir) / "checkpoints").mkdir(parents=True)
