@@ -33,8 +33,8 @@ TINY_OOCL = [
     "--config", CONFIGS / "oocl" / "cpu.yaml",
     "--data.init_args.p=11",
     "--data.init_args.batch_size=32",
-    "--model.init_args.d_model=32",
-    "--model.init_args.d_mlp=64",
+    "--model.init_args.net.d_model=32",
+    "--model.init_args.net.d_mlp=64",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]  # fmt: skip

@@ -4,13 +4,20 @@ task's reach, bad settings, and a short run whose loss falls."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from conftest import CONFIGS, cli
 from lit_loops.experiments.block_recurrent.data import BlockRecurrentDataModule
+from lit_loops.experiments.block_recurrent.model import (
+    BlockRecurrentConfig,
+    BlockRecurrentTransformer,
+    RecurrentTrainerWrapper,
+)
 from lit_loops.experiments.block_recurrent.module import BlockRecurrentModule
-from lit_loops.nn.block_recurrent import BlockRecurrentTransformer, RecurrentTrainerWrapper
+from lit_loops.nn.sampling import beam_search
 
 SMALL = dict(
     num_tokens=64,
@@ -100,6 +107,63 @@ def test_sampling_respects_top_k():
     assert torch.equal(out, m.generate(tokens(4), 30, temperature=0))  # top-1 is greedy
 
 
+class FullForwardDecoder:
+    """The decoder of ``nn.sampling`` the slow way: a full segment-by-segment forward per
+    token, nothing cached (so nothing to reorder)."""
+
+    def __init__(self, m: BlockRecurrentTransformer) -> None:
+        self.m = m
+
+    def first(self, seq: torch.Tensor) -> torch.Tensor:
+        return segments(self.m, seq)[0][:, -1]
+
+    next = first
+
+    def reorder(self, index: torch.Tensor) -> None:
+        pass
+
+
+@pytest.mark.parametrize("new", [6, 14])  # within the first segment, and across blocks
+def test_beam_search_through_the_cache_equals_beam_search_on_full_forwards(new):
+    m = model()
+    prime = tokens(4, batch=1)
+    with torch.no_grad():
+        slow = beam_search(FullForwardDecoder(m), prime, new, beams=3)[:, 4:]
+    assert torch.equal(m.generate(prime, new, strategy="beam", beams=3), slow)
+    greedy = m.generate(prime, new, temperature=0)
+    assert torch.equal(m.generate(prime, new, strategy="beam", beams=1), greedy)
+
+
+@pytest.mark.xfail(
+    raises=RuntimeError,
+    strict=True,
+    reason="library bug: generate(strategy='beam') builds the RecurrentCache for the B "
+    "prompt rows, but beam search feeds it B * beams rows (the states do not match)",
+)
+def test_beam_search_on_a_batch_of_prompts():
+    m = model()
+    prime = tokens(4)  # 2 rows
+    with torch.no_grad():
+        slow = beam_search(FullForwardDecoder(m), prime, 6, beams=3)[:, 4:]
+    assert torch.equal(m.generate(prime, 6, strategy="beam", beams=3), slow)
+
+
+def test_a_config_or_its_fields_build_the_same_model():
+    fields = {k: v for k, v in SMALL.items() if k != "num_tokens"}
+    cfg = BlockRecurrentConfig(**fields)
+    assert (cfg.state_vectors, cfg.writes, cfg.reads) == (4, [1], [1])  # derived: depth // 2
+    assert cfg.num_state_vectors == 4 and cfg.recurrent_layers is None  # None stays None
+    torch.manual_seed(0)
+    a = BlockRecurrentTransformer(64, cfg)
+    b = model()
+    assert a.cfg == b.cfg
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+    assert BlockRecurrentConfig(depth=6, block_width=32, max_seq_len=64).state_vectors == 32
+    with pytest.raises(ValueError, match="not both"):
+        BlockRecurrentTransformer(64, cfg, dim=16)
+
+
 def test_causal_within_and_across_blocks():
     m = model()
     seq = tokens(16)
@@ -186,6 +250,11 @@ def test_flash_and_math_attention_agree_on_cpu():
         (dict(use_compressed_mem=True, compressed_mem_factor=3), "must divide block_width"),
         (dict(gate="gru"), "gate='gru'"),
         (dict(dim_head=15), "dim_head=15 is invalid: must be even"),
+        (
+            dict(ff_mult=0),
+            re.escape("ff_mult=0 is invalid: must be a finite number in (0.0, inf]"),
+        ),
+        (dict(num_state_vectors=0), "num_state_vectors=0 is invalid"),
     ],
 )
 def test_bad_model_settings_say_what_is_wrong(options, match):
@@ -218,12 +287,41 @@ def test_the_recall_task_is_out_of_attention_reach():
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def module(**kwargs) -> BlockRecurrentModule:
-    args = dict(
-        num_tokens=256, sample_len=33, dim=32, depth=2, heads=2, dim_head=16,
-        max_seq_len=16, block_width=8, num_state_vectors=4, recurrent_layers=[2],
-    )  # fmt: skip
+NET = dict(
+    dim=32, depth=2, heads=2, dim_head=16, max_seq_len=16, block_width=8, num_state_vectors=4,
+    recurrent_layers=[2],
+)  # fmt: skip
+
+
+def module(net=None, **kwargs) -> BlockRecurrentModule:
+    """``net``: BlockRecurrentConfig fields over NET; ``kwargs``: the module's arguments."""
+    args = dict(num_tokens=256, sample_len=33, net={**NET, **(net or {})})
     return BlockRecurrentModule(**{**args, **kwargs})
+
+
+def test_the_module_builds_its_model_from_net_and_optim():
+    m = module(optim={"lr": 3e-4})
+    assert m.net == BlockRecurrentConfig(**NET) and m.model.cfg == m.net
+    assert m.hparams.net["block_width"] == 8 and m.hparams.net["num_state_vectors"] == 4
+    assert m.optim.lr == 3e-4 and m.optim.optimizer == "adam"  # the rest: the module's defaults
+    assert m.segments == 2 and m.num_parameters == sum(p.numel() for p in m.model.parameters())
+    # a partial net overrides the module's own defaults (dim 256, depth 4, ...)
+    partial = BlockRecurrentModule(num_tokens=256, sample_len=513, net={"dim": 64})
+    assert (partial.net.dim, partial.net.depth, partial.net.max_seq_len) == (64, 4, 512)
+    assert partial.net.recurrent_layers is None and partial.model.write_layer == [1]
+
+
+def test_the_module_generates_through_the_sample_interface():
+    """The interface of GenerateSample: a prompt from a batch, prompt + continuation, text."""
+    torch.manual_seed(0)
+    m = module()
+    batch = {"tokens": torch.tensor([list(b"hello world, again and again!")])}
+    prompt = m.sample_prompt(batch, 5)
+    assert m.decode(prompt[0].tolist()) == "hello"
+    out = m.generate(prompt, 7, strategy="greedy")
+    assert out.shape == (1, 12) and torch.equal(out[:, :5], prompt)
+    assert torch.equal(out[:, 5:], m.model.generate(prompt, 7, temperature=0))
+    assert isinstance(m.decode(out[0].tolist()), str)
 
 
 @pytest.mark.parametrize(
@@ -238,11 +336,29 @@ def module(**kwargs) -> BlockRecurrentModule:
             "min_recall_gap=24 is invalid: must exceed the model's attention reach, 24",
         ),
         (
-            dict(schedule="plateau"),
-            "schedule='plateau' is invalid: must be constant, cosine or cosine_restarts",
+            dict(optim={"schedule": "plateau"}),
+            re.escape("optim.schedule='plateau' is invalid: must be one of ['constant', 'cosine']"),
+        ),
+        (
+            dict(optim={"eps": -1.0}),
+            re.escape("optim.eps=-1.0 is invalid: must be a finite number in (0.0, inf]"),
+        ),
+        (
+            dict(optim={"lr": 1e-3, "min_lr": 0.1}),
+            re.escape("optim.min_lr=0.1 is invalid: must be a finite number in [0.0, 0.001]"),
+        ),
+        (
+            dict(net={"block_width": 5}),
+            "max_seq_len=16 is invalid: must be a multiple of block_width=5",
+        ),
+        (
+            dict(net={"ff_mult": 0.0}),
+            re.escape("ff_mult=0.0 is invalid: must be a finite number in (0.0, inf]"),
         ),
         (dict(accumulate_grad_batches=0), "accumulate_grad_batches=0"),
         (dict(xl_memories_dropout=1.5), "xl_memories_dropout=1.5"),
+        (dict(gradient_clip_val=0.0), "gradient_clip_val=0.0 is invalid"),
+        (dict(num_tokens=None), "num_tokens=None is invalid: is set from the DataModule"),
     ],
 )
 def test_bad_module_settings_say_what_is_wrong(kwargs, match):
@@ -250,15 +366,26 @@ def test_bad_module_settings_say_what_is_wrong(kwargs, match):
         module(**kwargs)
 
 
+def test_a_missing_enwik8_file_is_named_with_where_to_get_it():
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "path='missing/enwik8.zip' is invalid: no such file; download "
+            "http://mattmahoney.net/dc/enwik8.zip"
+        ),
+    ):
+        BlockRecurrentDataModule(source="enwik8", path="missing/enwik8.zip")
+
+
 def test_cpu_config_loss_falls_on_the_embedded_corpus(in_tmp):
     """A short run of cpu.yaml, shrunk: the byte loss falls well below uniform (ln 256)."""
     run = cli(
         "fit",
         "--config", CONFIGS / "block_recurrent" / "cpu.yaml",
-        "--model.init_args.dim=64", "--model.init_args.depth=2",
-        "--model.init_args.recurrent_layers=[2]", "--model.init_args.dim_head=16",
-        "--model.init_args.max_seq_len=64", "--model.init_args.block_width=32",
-        "--model.init_args.num_state_vectors=16", "--model.init_args.warmup_steps=10",
+        "--model.init_args.net.dim=64", "--model.init_args.net.depth=2",
+        "--model.init_args.net.recurrent_layers=[2]", "--model.init_args.net.dim_head=16",
+        "--model.init_args.net.max_seq_len=64", "--model.init_args.net.block_width=32",
+        "--model.init_args.net.num_state_vectors=16", "--model.init_args.optim.warmup_steps=10",
         "--data.init_args.sample_len=129", "--data.init_args.batch_size=8",
         "--data.init_args.val_batches=2", "--data.init_args.val_batch_size=8",
         "--trainer.max_steps=60", "--trainer.val_check_interval=60",

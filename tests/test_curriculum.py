@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import CONFIGS, cli
-from lit_loops.schedules import PhaseSchedule
 from lit_loops.experiments.subleq.data import TASKS, SubleqBatchMaker, make_batch
 from lit_loops.experiments.subleq.machine import MachineSpec, decode, random_states
+from lit_loops.schedules import PhaseSchedule
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_the_batch_maker_draws_tasks_from_the_schedule_at_its_step():
 
 def test_curriculum_log_reports_the_mix(in_tmp):
     run = cli("fit", "--config", CONFIGS / "subleq" / "cpu.yaml", "--config", CONFIGS / "subleq" / "curriculum.yaml",
-              "--trainer.fast_dev_run=true", "--model.init_args.n_layers=1")  # fmt: skip
+              "--trainer.fast_dev_run=true", "--model.init_args.net.n_layers=1")  # fmt: skip
     metrics = run.trainer.callback_metrics
     assert float(metrics["curriculum/copy"]) == 1.0 and float(metrics["curriculum/step"]) == 0.0
 

@@ -3,14 +3,31 @@ curricula, and a short run in which the loss falls."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import yaml
 
 from conftest import CONFIGS, TINY_OOCL, cli
-from lit_loops.schedules import StepSchedule
-from lit_loops.experiments.icl import ICLDataModule, ICLModule, interleave, make_task, sample_xs
+from lit_loops.experiments.icl import (
+    ICLDataModule,
+    ICLModule,
+    interleave,
+    make_task,
+    prompt_model,
+    sample_xs,
+)
 from lit_loops.experiments.icl.tasks import DecisionTree, SparseLinearRegression
+from lit_loops.nn import TransformerConfig
+from lit_loops.schedules import StepSchedule
+
+STANDARD = [CONFIGS / "icl" / "cpu.yaml"]  # the config stacks of the CPU models
+LOOPED = [*STANDARD, CONFIGS / "icl" / "cpu_looped.yaml"]
+
+
+def configs(stack) -> list[str]:
+    return [arg for path in stack for arg in ("--config", str(path))]
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -108,6 +125,38 @@ def test_unknown_task_and_bad_options_fail_clearly():
         make_task("noisy_linear_regression", noise_std=-1.0)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "cubic_regression"}, "task='cubic_regression' is invalid: must be one of ['linear_regression', "),
+        ({"d": 5, "dims_start": 9}, "dims_start=9 is invalid: must not exceed the final value 5"),
+        ({"curriculum_every": 0}, "curriculum_every=0 is invalid: must be an integer in [1, inf]"),
+    ],
+)  # fmt: skip
+def test_datamodule_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ICLDataModule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"net": {"dropout": 2.0}}, "net.dropout=2.0 is invalid: must be a finite number in [0.0, 1.0)"),
+        ({"loops_extra_warmup": -5}, "loops_extra_warmup=-5 is invalid: must be an integer in [0, inf]"),
+        ({"loops_extra": -1}, "loops_extra=-1 is invalid"),
+        ({"loops": 0}, "loops=0 is invalid"),
+        ({"loop_window": 0}, "loop_window=0 is invalid"),
+        ({"eval_loops": 0}, "eval_loops=0 is invalid"),
+        ({"looped": True, "loops": 4, "loops_start": 0}, "loops_start=0 is invalid: must be an integer in [1, 4]"),
+        ({"n_points": None}, "n_points=None is invalid: is set from the DataModule"),
+        ({"optim": {"optimizer": "sgd"}}, "optim.optimizer='sgd' is invalid: must be one of ['adamw', 'adam']"),
+    ],
+)  # fmt: skip
+def test_module_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ICLModule(**{"n_dims": 4, "n_points": 9, **kwargs})
+
+
 # --- prompts and data ------------------------------------------------------------------
 def test_prompt_interleaves_x_and_y_padded_with_zeros():
     xs, ys = torch.randn(2, 3, 4), torch.randn(2, 3)
@@ -146,8 +195,18 @@ def test_validation_prompts_are_full_size_and_fixed():
 # --- models ----------------------------------------------------------------------------
 def tiny(looped: bool, **kw) -> ICLModule:
     torch.manual_seed(0)
-    args = dict(n_dims=4, n_points=9, d_model=32, n_heads=2, n_layers=1 if looped else 2)
-    return ICLModule(**{**args, "looped": looped, **kw})
+    net = dict(d_model=32, n_heads=2, n_layers=1 if looped else 2)
+    return ICLModule(n_dims=4, n_points=9, looped=looped, net=net, **kw)
+
+
+def test_the_module_builds_the_prompt_model_from_its_net():
+    model = tiny(True)
+    assert model.net.activation == "gelu"  # the module's default, kept by a partial net
+    assert model.hparams.net["d_model"] == 32 and model.optim.optimizer == "adam"
+    assert model.model.max_len == 18 and len(model.model.stack.blocks) == 1
+    assert model.model.stack.causal and model.model.stack.loop_norm is not None
+    net = TransformerConfig(d_model=32, n_layers=1, n_heads=2, activation="gelu")
+    assert prompt_model(net, 4, 9).num_parameters() == model.num_parameters
 
 
 @pytest.mark.parametrize("looped", [False, True])
@@ -165,7 +224,7 @@ def test_predictions_never_see_their_own_or_later_examples(looped):
 def test_loss_window_backpropagates_through_the_last_T_loops_only():
     model = tiny(True, loops=6, loop_window=2, loops_start=6)
     calls_with_grad = []
-    block = model.model.body.blocks[0]
+    block = model.model.stack.blocks[0]
     block.register_forward_pre_hook(lambda *_: calls_with_grad.append(torch.is_grad_enabled()))
     batch = {"xs": torch.randn(4, 9, 4), "ys": torch.randn(4, 9), "norm": 4.0}
     loss = model.training_step(batch, 0)
@@ -176,15 +235,15 @@ def test_loss_window_backpropagates_through_the_last_T_loops_only():
     # the same loss by hand: 4 loops, detach, then 2 loops with gradient
     model.zero_grad()
     zs = interleave(batch["xs"], batch["ys"])
-    body = model.model.body
-    e = model.model.read_in(zs) + model.model.pos_emb(torch.arange(zs.shape[1]))
+    net = model.model
+    e = net.read_in(zs)  # the linear read-in plus the learned positions
     z = torch.zeros_like(e)
     for _ in range(4):
-        z = body.step(z, e).detach()
+        z = net.stack.step(z + e).detach()
     losses = []
     for _ in range(2):
-        z = body.step(z, e)
-        pred = model.model.read_out(z[:, ::2]).squeeze(-1)
+        z = net.stack.step(z + e)
+        pred = net.head(net.norm_final(z))[:, ::2, 0]  # read at the x positions
         losses.append((pred - batch["ys"]).pow(2).mean())
     by_hand = torch.stack(losses).mean()
     assert torch.allclose(loss, by_hand)
@@ -233,14 +292,18 @@ def test_the_cpu_looped_model_has_at_most_an_eighth_of_the_standard_models_param
     from lit_loops.cli import LitLoopsCLI
 
     counts = {}
-    for name in ("standard", "looped"):
-        config = CONFIGS / "icl" / f"cpu_linear_regression_{name}.yaml"
-        counts[name] = LitLoopsCLI(args=["--config", str(config)], run=False).model.num_parameters
+    for name, stack in (("standard", STANDARD), ("looped", LOOPED)):
+        counts[name] = LitLoopsCLI(args=configs(stack), run=False).model.num_parameters
     assert counts["looped"] * 8 <= counts["standard"], counts
 
 
 def test_a_prompt_longer_than_the_positions_fails_clearly():
-    with pytest.raises(ValueError, match="needs 20 positions; the model has 18"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "sequence length=20 is invalid: must not exceed the model's positions (max_len=18)"
+        ),
+    ):
         tiny(False).predict(torch.randn(1, 10, 4), torch.randn(1, 10))
 
 
@@ -257,19 +320,19 @@ def test_linear_regression_loss_falls(in_tmp):
     about 0.7 of it; the d = 5 CPU configs take minutes, see RESULTS.md)."""
     run = cli(
         "fit",
-        "--config", CONFIGS / "icl" / "cpu_linear_regression_standard.yaml",
+        *configs(STANDARD),
         "--data.init_args.d=2",
         "--data.init_args.n_points=5",
         "--data.init_args.dims_start=null",
         "--data.init_args.points_start=null",
         "--data.init_args.val_size=2048",
         "--data.init_args.val_batch_size=2048",
-        "--model.init_args.d_model=32",
-        "--model.init_args.n_layers=2",
-        "--model.init_args.n_heads=2",
-        "--model.init_args.lr=0.003",
-        "--model.init_args.warmup_steps=50",
-        "--model.init_args.schedule=constant",
+        "--model.init_args.net.d_model=32",
+        "--model.init_args.net.n_layers=2",
+        "--model.init_args.net.n_heads=2",
+        "--model.init_args.optim.lr=0.003",
+        "--model.init_args.optim.warmup_steps=50",
+        "--model.init_args.optim.schedule=constant",
         "--trainer.max_steps=1200",
         "--trainer.val_check_interval=1200",
         "--trainer.enable_progress_bar=false",
@@ -290,16 +353,16 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     from lit_loops.experiments.icl.evaluate import evaluate
 
     ckpts = []
-    for name in ("standard", "looped"):
+    for stack in (STANDARD, LOOPED):
         run = cli(
             "fit",
-            "--config", CONFIGS / "icl" / f"cpu_linear_regression_{name}.yaml",
+            *configs(stack),
             "--data.init_args.d=3",
             "--data.init_args.n_points=7",
             "--data.init_args.dims_start=null",
             "--data.init_args.points_start=null",
             "--data.init_args.val_size=32",
-            "--model.init_args.d_model=16",
+            "--model.init_args.net.d_model=16",
             "--trainer.max_steps=2",
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
@@ -325,9 +388,7 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     zero_mean = results["standard"]["zero"][0]
     assert 0.6 < zero_mean.mean() < 1.4  # the normaliser makes the zero predictor ~1
     (label,) = results["loops"]  # only the looped model has a loop curve
-    b = yaml.safe_load((CONFIGS / "icl" / "cpu_linear_regression_looped.yaml").read_text())[
-        "model"
-    ]["init_args"]["loops"]
+    b = yaml.safe_load(LOOPED[-1].read_text())["model"]["init_args"]["loops"]
     assert label.startswith(f"looped L1 b{b}")
     loop_mean, _, _ = results["loops"][label]
     assert len(loop_mean) == 4 * b and results["loops_b"] == {label: b}

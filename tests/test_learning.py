@@ -22,7 +22,7 @@ def build(*args):
 
 def test_oocl_training_loss_falls(in_tmp):
     run = build(*TINY_OOCL, "--trainer.max_steps=120", "--trainer.val_check_interval=120",
-                "--trainer.logger=false", "--model.init_args.lr=0.003")  # fmt: skip
+                "--trainer.logger=false", "--model.init_args.optim.lr=0.003")  # fmt: skip
     record = RecordLoss()
     run.trainer.callbacks.append(record)
     run.trainer.fit(run.model, run.datamodule)

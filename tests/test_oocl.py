@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,11 +97,27 @@ def test_model_args_come_from_the_data():
     assert OOCLDataModule(p=13).model_args() == {"vocab_size": 30, "seq_len": 5}
 
 
+# --- the model ------------------------------------------------------------------------
+SMALL = {"d_model": 16, "d_mlp": 32}  # fields over the module's own net
+
+
+def test_the_net_and_optim_are_the_modules_defaults_overridden_by_a_dict():
+    module = OOCLModule(vocab_size=26, seq_len=5, net=SMALL, optim={"lr": 3e-3})
+    assert (module.net.d_model, module.net.d_mlp, module.net.n_layers) == (16, 32, 2)
+    assert module.optim.lr == 3e-3 and module.optim.betas == (0.9, 0.98)  # the rest: defaults
+    assert module.optim.weight_decay == 1.0 and module.optim.warmup_steps == 10
+    assert module.hparams.net["d_model"] == 16 and module.hparams.optim["lr"] == 3e-3
+    assert module.model.stack.causal and module.model.max_len == 5
+    tied = OOCLModule(vocab_size=26, seq_len=5, net=SMALL, tie_embeddings=True)
+    assert tied.model.head.weight is tied.model.read_in.tok_emb.weight
+    assert module.num_parameters - tied.num_parameters == 26 * 16
+
+
 # --- the loss -------------------------------------------------------------------------
 def test_loss_is_the_weighted_sum_of_the_parts():
     torch.manual_seed(0)
     dm = OOCLDataModule(p=11, batch_size=8)
-    module = OOCLModule(vocab_size=26, seq_len=5, k1=0.5, k2=2.0, k3=0.0, d_model=16, d_mlp=32)
+    module = OOCLModule(vocab_size=26, seq_len=5, k1=0.5, k2=2.0, k3=0.0, net=SMALL)
     batch = next(iter(dm.train_dataloader()))
     loss = module.training_step(batch, 0)
     expected = 0.0
@@ -112,7 +130,7 @@ def test_loss_is_the_weighted_sum_of_the_parts():
 def test_table1_loss_is_off_before_k1_from_step():
     torch.manual_seed(0)
     batch = next(iter(OOCLDataModule(p=11, batch_size=8).train_dataloader()))
-    module = OOCLModule(vocab_size=26, seq_len=5, k1_from_step=5, d_model=16, d_mlp=32)
+    module = OOCLModule(vocab_size=26, seq_len=5, k1_from_step=5, net=SMALL)
     before = module.training_step(batch, 0)  # global_step is 0 without a trainer
     without_table1 = {k: v for k, v in batch.items() if k != "table1"}
     torch.testing.assert_close(
@@ -124,7 +142,7 @@ def test_table1_loss_is_off_before_k1_from_step():
 
 def test_answer_is_read_from_position_3_only():
     torch.manual_seed(0)
-    module = OOCLModule(vocab_size=26, seq_len=5, d_model=16, d_mlp=32).eval()
+    module = OOCLModule(vocab_size=26, seq_len=5, net=SMALL).eval()
     x = torch.tensor([[23, 1, 2, 22, 5]])
     y = x.clone()
     y[0, 4] = 9  # the answer itself must not leak into its prediction
@@ -135,12 +153,20 @@ def test_answer_is_read_from_position_3_only():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"p": 10}, "p=10 is invalid: must be a prime"),
+        ({"p": 10}, re.escape("p=10 is invalid: must be a prime (2, 3, 5, 7, ..., 97, 101, ...)")),
         ({"p": 1}, "p=1 is invalid"),
         ({"holdout1": 1.0}, r"holdout1=1.0 is invalid: must be a finite number in \[0.0, 1.0\)"),
+        ({"holdout1": 1.5}, r"holdout1=1.5 is invalid: must be a finite number in \[0.0, 1.0\)"),
         ({"holdout2": -0.1}, "holdout2=-0.1 is invalid"),
-        ({"op": "pow"}, "op='pow' is invalid: must be one of"),
+        (
+            {"op": "pow"},
+            re.escape("op='pow' is invalid: must be one of ['ssq', 'add', 'sub', 'mul']"),
+        ),
         ({"batch_size": 0}, "batch_size=0 is invalid"),
+        (
+            {"batch_size": -32},
+            re.escape("batch_size=-32 is invalid: must be an integer in [1, inf]"),
+        ),
         ({"val_batch_size": -5}, "val_batch_size=-5 is invalid"),
     ],
 )
@@ -154,9 +180,14 @@ def test_datamodule_rejects_bad_input(kwargs, match):
     [
         ({"k1": -1.0}, "k1=-1.0 is invalid"),
         ({"k1": 0.0, "k2": 0.0, "k3": 0.0}, "at least one must be positive"),
-        ({"n_heads": 5}, "n_heads=5 is invalid: must divide d_model=128"),
-        ({"lr": 0.0}, "lr=0.0 is invalid"),
-        ({"betas": (0.9, 1.5)}, "betas=.* is invalid"),
+        ({"net": {"n_heads": 5}}, "net.n_heads=5 is invalid: must divide net.d_model=128"),
+        (
+            {"net": {"norm": "batchnorm"}},
+            re.escape("net.norm='batchnorm' is invalid: must be one of ['layernorm', 'none']"),
+        ),
+        ({"optim": {"lr": 0.0}}, "optim.lr=0.0 is invalid"),
+        ({"optim": {"betas": (0.9, 1.5)}}, "optim.betas=.* is invalid: must be two numbers"),
+        ({"optim": {"schedule": "plateau"}}, "optim.schedule='plateau' is invalid"),
         ({"vocab_size": None}, "vocab_size=None is invalid: is set from the DataModule"),
         ({"k1_from_step": -1}, "k1_from_step=-1 is invalid"),
     ],
@@ -170,6 +201,10 @@ def test_module_rejects_bad_input(kwargs, match):
 def test_holdout_that_leaves_no_training_pairs_is_rejected_at_construction():
     with pytest.raises(ValueError, match="holdout1=0.9 is invalid: leaves no training pairs"):
         OOCLDataModule(p=2, holdout1=0.9)
+    with pytest.raises(
+        ValueError, match="holdout1=0.999 is invalid: leaves no training pairs at p=31; lower it"
+    ):
+        OOCLDataModule(p=31, holdout1=0.999, symmetric_holdout=True)  # as in cpu.yaml
     with pytest.raises(ValueError, match="holdout2=0.95 is invalid: leaves no training pairs"):
         OOCLDataModule(p=3, holdout2=0.95, symmetric_holdout=True)  # 6 unordered pairs
     OOCLDataModule(p=3, holdout2=0.9, symmetric_holdout=True).setup()  # holds out 5 of 6

@@ -3,40 +3,47 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
-from lit_loops.experiments.sequences.model import SequenceModel
+from lit_loops.experiments.sequences.model import ValueFeatures, sequence_model
 from lit_loops.experiments.sequences.module import (
     RANDOM_DISTANCE,
     SequenceModule,
     sequence_loss,
 )
-from lit_loops.nn import KVCache, TransformerConfig
+from lit_loops.nn import TokenReadIn, TransformerConfig, TransformerWrapper
 
 
-def model(embedding: str = "tuple", d_model: int = 16, max_len: int = 8) -> SequenceModel:
+def model(embedding: str = "tuple", d_model: int = 16, max_len: int = 8) -> TransformerWrapper:
     torch.manual_seed(0)
     cfg = TransformerConfig(
-        vocab_size=256, max_seq_len=max_len, d_model=d_model, n_layers=2,
-        n_heads=1 if d_model % 2 else 2, d_mlp=32,
+        d_model=d_model, n_layers=2, n_heads=1 if d_model % 2 else 2, d_mlp=32,
         activation="gelu",
     )  # fmt: skip
-    return SequenceModel(cfg, embedding).eval()
+    return sequence_model(cfg, max_len, embedding).eval()
 
 
 # --- embeddings ----------------------------------------------------------------------------
 def test_tuple_embedding_is_value_and_position_over_their_maxima():
     m = model("tuple", d_model=2)  # the document's setting: the tuple is the residual stream
-    e = m.embed(torch.tensor([[0, 255, 51]]))
+    assert isinstance(m.read_in, ValueFeatures) and isinstance(m.read_in.proj, torch.nn.Identity)
+    e = m.read_in(torch.tensor([[0, 255, 51]]))
     assert torch.allclose(e, torch.tensor([[[0.0, 0.0], [1.0, 1 / 7], [0.2, 2 / 7]]]))
 
 
 def test_binary_embedding_holds_the_bits_msb_first():
     m = model("binary", d_model=9)
-    e = m.embed(torch.tensor([[5]]))
+    e = m.read_in(torch.tensor([[5]]))
     assert e[0, 0, :8].tolist() == [-1, -1, -1, -1, -1, 1, -1, 1]  # 00000101
+
+
+def test_learned_embedding_is_a_token_table_with_positions():
+    m = model("learned")
+    assert isinstance(m.read_in, TokenReadIn) and m.read_in.tok_emb.num_embeddings == 256
+    assert m.max_len == 8
 
 
 @pytest.mark.parametrize("embedding", ["tuple", "learned", "binary"])
@@ -107,10 +114,10 @@ def test_kv_cache_matches_a_full_pass():
     m = model("learned")
     tokens = torch.randint(0, 256, (2, 8))
     full = m(tokens)
-    cache = KVCache(2)
-    parts = [m(tokens[:, :3], cache, start=0)]
+    cache = m.new_cache()
+    parts = [m(tokens[:, :3], cache=cache, start=0)]
     for t in range(3, 8):
-        parts.append(m(tokens[:, t : t + 1], cache, start=t))
+        parts.append(m(tokens[:, t : t + 1], cache=cache, start=t))
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
 
 
@@ -159,12 +166,56 @@ def test_bad_generation_arguments_fail_clearly():
         m.generate(torch.zeros(1, 9, dtype=torch.long), 2)
 
 
-def test_module_checks_its_arguments():
-    args = dict(max_len=8, family_names=["constant"], family_phases=[1])
-    with pytest.raises(ValueError, match="distance_weight='cubic' is invalid"):
-        SequenceModule(**args, distance_weight="cubic")
-    with pytest.raises(ValueError, match="embedding='onehot' is invalid"):
-        SequenceModule(**args, embedding="onehot")
+ARGS = dict(max_len=8, family_names=["constant"], family_phases=[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"distance_weight": "cubic"}, "distance_weight='cubic' is invalid"),
+        (
+            {"embedding": "onehot"},
+            re.escape(
+                "embedding='onehot' is invalid: must be one of ['tuple', 'learned', 'binary']"
+            ),
+        ),
+        ({"loss": "mse"}, "loss='mse' is invalid"),
+        ({"alpha": -1.0}, "alpha=-1.0 is invalid"),
+        ({"positions": "first"}, "positions='first' is invalid"),
+        (
+            {"net": {"d_model": 2, "n_heads": 4}},
+            re.escape("net.n_heads=4 is invalid: must divide net.d_model=2"),
+        ),
+        ({"net": {"activation": "tanh"}}, "net.activation='tanh' is invalid"),
+        ({"optim": {"min_lr": 1.0}}, r"optim.min_lr=1.0 is invalid: .*\[0.0, 0.001\]"),
+        ({"max_len": None}, "max_len=None is invalid: is set from the DataModule"),
+        ({"family_phases": None}, "family_names=.* is invalid: is set from the DataModule"),
+    ],
+)
+def test_module_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceModule(**{**ARGS, **kwargs})
+
+
+def test_module_builds_its_net_from_a_partial_dict():
     with pytest.raises(ValueError, match="family_names=None"):
         SequenceModule(max_len=8)
-    assert SequenceModule(**args, activation="swish").num_parameters > 0
+    module = SequenceModule(**ARGS, net={"activation": "swish", "d_mlp": 16})
+    assert module.num_parameters > 0
+    # the other fields keep the module's defaults (the document's d_model = 2)
+    assert (module.net.d_model, module.net.d_mlp, module.net.activation) == (2, 16, "swish")
+    assert module.hparams.net["d_mlp"] == 16 and module.hparams.optim["warmup_steps"] == 5000
+    assert module.model.stack.blocks[0].mlp.up.out_features == 16
+
+
+def test_module_generates_through_the_sample_interface():
+    """The interface of GenerateSample: a prompt from a batch, its continuation, text."""
+    torch.manual_seed(0)
+    module = SequenceModule(**ARGS, net={"d_model": 8, "n_heads": 2})
+    batch = {"seq": torch.randint(0, 256, (3, 9))}
+    prompt = module.sample_prompt(batch, 20)
+    assert torch.equal(prompt, batch["seq"][:1, :7])  # at most the window (max_len - 1)
+    out = module.generate(prompt, 5, strategy="greedy")
+    assert out.shape == (1, 12) and torch.equal(out[:, :7], prompt)
+    assert torch.equal(out, module.model.generate(prompt, 5))
+    assert module.decode([1, 2, 255]) == "1 2 255"

@@ -4,6 +4,7 @@ validation, the memory estimate, and a short run in which the loss falls."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -73,6 +74,19 @@ def test_families_from_some_phases_only():
         SequenceDataModule(families=["fibonnaci"])
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"window": 100}, "window=100 is invalid: must be an integer in [2, 64]"),
+        ({"replay": -0.1}, "replay=-0.1 is invalid: must be a finite number in [0.0, 1.0)"),
+        ({"families": ["fibonacci_like", "primes"]}, "families='primes' is invalid: must be one of ['constant', "),
+    ],
+)  # fmt: skip
+def test_datamodule_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SequenceDataModule(**kwargs)
+
+
 def test_variable_length_pads_after_the_kept_terms():
     dm = SequenceDataModule(variable_length=True, min_terms=3, batch_size=500)
     batch = dm.batch_maker()(gen(), 0)
@@ -95,7 +109,7 @@ def test_validation_metrics_per_family_phase_and_the_random_baselines():
     dm = SequenceDataModule(
         families=["constant", "geometric", "fibonacci_mod"], phase_steps=[1, 1], transition_steps=0
     )
-    module = SequenceModule(**dm.model_args(), d_model=8, n_heads=1)
+    module = SequenceModule(**dm.model_args(), net={"d_model": 8, "n_heads": 1})
 
     def oracle(tokens):  # logits peaked on the true next terms, from the batch
         return torch.nn.functional.one_hot(oracle.next, 256).float() * 50
@@ -124,7 +138,7 @@ def test_memory_estimate_follows_the_document_and_counts_the_training_state():
     assert sizes["batch"] == 64 * 8 * 2 * 4
     assert sizes["total"] == 3 * sizes["forward (document)"] + 4 * 1000 * 4
     dm = SequenceDataModule(batch_size=16)
-    module = SequenceModule(**dm.model_args(), d_model=16, n_heads=2)
+    module = SequenceModule(**dm.model_args(), net={"d_model": 16, "n_heads": 2})
     peak = measure_peak(module, dm.batch_maker()(gen(), 0))
     assert peak >= 0
     assert "fits in 8 GB" in report(sizes, peak, 8.0)
@@ -140,11 +154,11 @@ def test_sequence_loss_falls(in_tmp):
         "--data.init_args.families=[constant,arithmetic_up,arithmetic_down,alternating]",
         "--data.init_args.phase_steps=[]",
         "--data.init_args.val_per_family=50",
-        "--model.init_args.d_model=32",
-        "--model.init_args.n_layers=2",
-        "--model.init_args.n_heads=2",
-        "--model.init_args.d_ff=64",
-        "--model.init_args.warmup_steps=30",
+        "--model.init_args.net.d_model=32",
+        "--model.init_args.net.n_layers=2",
+        "--model.init_args.net.n_heads=2",
+        "--model.init_args.net.d_mlp=64",
+        "--model.init_args.optim.warmup_steps=30",
         "--trainer.max_steps=300",
         "--trainer.val_check_interval=300",
         "--trainer.enable_progress_bar=false",

@@ -67,7 +67,7 @@ def test_the_first_divergence_is_reported():
 def test_the_rollout_script_traces_a_program_through_a_checkpoint(in_tmp):
     run = cli("fit", "--config", CONFIGS / "subleq" / "cpu.yaml", "--trainer.max_steps=2",
               "--trainer.val_check_interval=2", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--model.init_args.n_layers=1")  # fmt: skip
+              "--trainer.enable_progress_bar=false", "--model.init_args.net.n_layers=1")  # fmt: skip
     ckpt = run.trainer.checkpoint_callback.best_model_path
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "subleq_rollout.py", ckpt, "--trace", "add", "A=1", "B=2"],
@@ -86,7 +86,8 @@ def test_rollout_eval_logs_whole_program_accuracy(in_tmp):
     from lit_loops.experiments.subleq.rollout import RolloutEval
 
     dm = SubleqDataModule(val_size=64)
-    module = SubleqModule(**dm.model_args(), d_model=16, n_layers=1, d_mlp=16, n_heads=2)
+    net = {"d_model": 16, "n_layers": 1, "d_mlp": 16, "n_heads": 2}
+    module = SubleqModule(**dm.model_args(), net=net)
     trainer = L.Trainer(callbacks=[RolloutEval(random_programs=32)], logger=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     untrained = trainer.validate(module, dm)[0]

@@ -1,6 +1,7 @@
-"""The SUBLEQ training pieces: DataModule, LoopedTransformer, SubleqModule, QuantizedEval."""
+"""The SUBLEQ training pieces: DataModule, the looped state encoder, SubleqModule, QuantizedEval."""
 
 import math
+import re
 
 import lightning as L
 import pytest
@@ -9,9 +10,11 @@ import torch
 from conftest import CONFIGS
 from lit_loops.callbacks import QuantizedEval
 from lit_loops.cli import LitLoopsCLI
+from lit_loops.experiments.subleq.assembler import assemble
 from lit_loops.experiments.subleq.data import SubleqDataModule
 from lit_loops.experiments.subleq.machine import (
     MachineSpec,
+    State,
     current_instruction,
     decode,
     encode,
@@ -19,18 +22,20 @@ from lit_loops.experiments.subleq.machine import (
     step,
     written_mask,
 )
-from lit_loops.experiments.subleq.module import LOSSES, SubleqModule
-from lit_loops.nn import Block, LoopedTransformer, TransformerConfig
+from lit_loops.experiments.subleq.module import LOSSES, SubleqModule, state_encoder
+from lit_loops.experiments.subleq.programs import PROGRAMS
+from lit_loops.nn import Block, TransformerConfig, num_parameters
 from lit_loops.optim import OPTIMIZERS, SCHEDULES
 
 SPEC = MachineSpec(16, 4, 4, 4)
 
 
-def small_module(dm=None, **kw):
+def small_module(dm=None, net=None, **kw):
+    """A small SubleqModule; ``net``: fields over the small net, ``kw``: the module's own
+    arguments (``optim`` a dict of OptimConfig fields over the module's defaults)."""
     dm = dm or SubleqDataModule()
-    args = dict(d_model=32, n_layers=2, n_heads=4, d_mlp=64)
-    args.update(kw)
-    return SubleqModule(**dm.model_args(), **args)
+    net = {"d_model": 32, "n_layers": 2, "n_heads": 4, "d_mlp": 64, **(net or {})}
+    return SubleqModule(**dm.model_args(), net=net, **kw)
 
 
 def train_batches(dm, k):
@@ -102,7 +107,19 @@ def test_branch_boundary_fraction_biases_training_only():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"n": 12}, "power of two"),
+        ({"n": 12}, re.escape("n=12 is invalid: must be a power of two >= 4")),
+        # memory words of 63 bits do not fit an int64
+        ({"N": 63}, re.escape("N=63 is invalid: must be an integer in [2, 62]")),
+        (
+            {"s": 8, "m": 8},
+            re.escape(
+                "m=8 is invalid: must leave at least 1 instruction token: s + m <= n - 1 = 15 (s=8)"
+            ),
+        ),
+        (
+            {"tasks": []},
+            re.escape("tasks=[] is invalid: must name at least one task of ['copy', 'pc', 'step']"),
+        ),
         ({"batch_size": 0}, "batch_size"),
         ({"val_size": 0}, "val_size"),
         ({"val_batch_size": -1}, "val_batch_size"),
@@ -117,34 +134,53 @@ def test_datamodule_rejects_bad_arguments(kwargs, match):
         SubleqDataModule(**kwargs)
 
 
-# --- the looped transformer ---------------------------------------------------------------
-def looped(n_layers=2, loops=1, **kw):
-    cfg = TransformerConfig(vocab_size=1, max_seq_len=8, d_model=16, n_layers=n_layers,
-                            n_heads=4, d_mlp=32, causal=False, **kw)  # fmt: skip
-    return LoopedTransformer(cfg, loops)
+def test_memory_values_that_need_more_than_N_bits_are_refused():
+    """No argument sets memory words (the data draws them within N bits); a program's
+    words, the inputs given to it and a hand-made state are checked against N."""
+    spec = MachineSpec(n=16, s=4, m=4, N=4)
+    with pytest.raises(ValueError, match=re.escape(".word BIG=8 is invalid: must fit in N=4")):
+        assemble(spec, ".word BIG 8\nhalt")
+    program = PROGRAMS["add"].assemble(spec)
+    with pytest.raises(ValueError, match=re.escape("word A=-9 is invalid: must fit in N=4 bits")):
+        program.initial_state({"A": -9})
+    state = program.initial_state()
+    too_big = State(state.mem + 100, state.inst, state.pc)
+    with pytest.raises(ValueError, match=r"state.mem=1\d\d is invalid: N=4 bits signed"):
+        step(spec, too_big)
 
 
-def test_looped_transformer_shapes_and_input_injection():
+# --- the looped state encoder -------------------------------------------------------------
+def looped(n_layers=2, loops=1):
+    """The SUBLEQ encoder (bidirectional blocks, ``loops`` passes) on 8 tokens of 16 bits."""
+    net = TransformerConfig(d_model=16, n_layers=n_layers, n_heads=4, d_mlp=32)
+    return state_encoder(net, d_state=16, n_tokens=8, loops=loops)
+
+
+def test_looped_encoder_shapes_and_input_injection():
     torch.manual_seed(0)
     model = looped(loops=3).eval()
+    stack = model.stack
+    assert not stack.causal and stack.loops == 3  # every token sees the whole state
+    assert model(torch.randn(2, 8, 16)).shape == (2, 8, 16)
     e = torch.randn(2, 8, 16)
-    assert model(e).shape == (2, 8, 16)
+    assert stack(e).shape == (2, 8, 16)
     one_pass = e
-    for block in model.blocks:
+    for block in stack.blocks:
         one_pass = block(one_pass)
-    torch.testing.assert_close(model(e, loops=1), one_pass)
+    torch.testing.assert_close(stack(e, loops=1), one_pass)
     twice = e + one_pass  # the second pass sees z_1 + e
-    for block in model.blocks:
+    for block in stack.blocks:
         twice = block(twice)
-    torch.testing.assert_close(model(e, loops=2), twice)
-    assert not torch.allclose(model(e, loops=2), model(e, loops=3))
-    torch.testing.assert_close(model(e), model(e, loops=3))  # the default loop count
+    torch.testing.assert_close(stack(e, loops=2), twice)
+    assert not torch.allclose(stack(e, loops=2), stack(e, loops=3))
+    torch.testing.assert_close(stack(e), stack(e, loops=3))  # the default loop count
 
 
 def test_looped_weights_do_not_depend_on_loops():
     counts = {looped(loops=k).num_parameters() for k in (1, 4, 8)}
     assert len(counts) == 1
-    assert counts.pop() == sum(p.numel() for p in Block(looped().cfg).parameters()) * 2
+    stack = looped().stack
+    assert num_parameters(stack) == num_parameters(Block(stack.cfg, causal=False)) * 2
     with pytest.raises(ValueError, match="loops"):
         looped(loops=0)
 
@@ -177,7 +213,7 @@ def test_perfect_prediction_has_zero_regression_loss_at_any_scale():
 
 def test_the_cli_links_the_machine_into_the_model(in_tmp):
     base = ["--config", str(CONFIGS / "subleq" / "cpu.yaml"), "--data.init_args.n=32",
-            "--data.init_args.scale=100", "--model.init_args.n_layers=1"]  # fmt: skip
+            "--data.init_args.scale=100", "--model.init_args.net.n_layers=1"]  # fmt: skip
     model = LitLoopsCLI(args=base, run=False).model
     spec = MachineSpec(32, 4, 4, 4, 100.0)
     assert (model.hparams.n_tokens, model.hparams.d_state, model.scale) == (32, spec.d, 100.0)
@@ -211,7 +247,8 @@ def test_looped_module_has_the_weights_of_its_blocks():
     b = small_module(looped=True, loops=8)
     c = small_module(looped=False)
     assert a.num_parameters == b.num_parameters == c.num_parameters
-    assert a.model.body.loops == 2 and c.model.body.loops == 1
+    assert a.model.stack.loops == 2 and c.model.stack.loops == 1
+    assert b.hparams.net["n_layers"] == b.net.n_layers == 2
     batch = train_batches(SubleqDataModule(batch_size=4), 1)[0]
     assert b(batch["input"]).shape == (4, SPEC.n, SPEC.d)
 
@@ -231,29 +268,26 @@ def lr_trace(model, steps):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_each_optimizer_and_schedule_builds(optimizer, schedule):
-    model = small_module(optimizer=optimizer, schedule=schedule, warmup_steps=10, lr=0.1,
-                         restart_steps=20)  # fmt: skip
+    optim = {"optimizer": optimizer, "schedule": schedule, "warmup_steps": 10, "lr": 0.1}
+    model = small_module(optim=optim)
+    assert model.optim.weight_decay == 0.01  # a dict overrides the module's defaults only
+    assert model.hparams.optim["lr"] == 0.1 and model.optim.lr == 0.1
     model.trainer = L.Trainer(max_steps=50, logger=False, enable_checkpointing=False)
     config = model.configure_optimizers()
-    expected = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    expected = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
     assert type(config["optimizer"]) is expected[optimizer]
     decays = [g["weight_decay"] for g in config["optimizer"].param_groups]
     assert decays == [0.01, 0.0]  # matrices decay, biases and norms do not
-    if schedule == "plateau":
-        assert config["lr_scheduler"]["monitor"] == "val/loss"
-        return
     lr = lr_trace(model, 50)
     assert lr[0] == pytest.approx(0.01) and lr[9] == pytest.approx(0.1)  # warmup
     if schedule == "constant":
         assert lr[49] == pytest.approx(0.1)
-    elif schedule == "cosine":
+    else:  # cosine
         assert lr[30] == pytest.approx(0.05) and lr[49] < 0.001  # half-way, near 0 at the end
-    else:  # cosine_restarts: back to lr every restart_steps
-        assert lr[29] < 0.01 and lr[30] == pytest.approx(0.1)
 
 
 def test_cosine_needs_max_steps():
-    model = small_module(schedule="cosine")
+    model = small_module(optim={"schedule": "cosine"})
     model.trainer = L.Trainer(max_steps=-1, max_epochs=1, logger=False)
     with pytest.raises(ValueError, match="max_steps"):
         model.configure_optimizers()
@@ -262,18 +296,27 @@ def test_cosine_needs_max_steps():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"n_tokens": None}, "n_tokens"),
-        ({"d_state": None}, "d_state"),
-        ({"loss": "mae"}, "loss"),
-        ({"optimizer": "lion"}, "optimizer"),
-        ({"schedule": "linear"}, "schedule"),
-        ({"d_model": 30}, "n_heads"),
-        ({"n_layers": 0}, "n_layers"),
-        ({"d_mlp": 0}, "d_mlp"),
-        ({"loops": 0}, "loops"),
-        ({"lr": 0.0}, "lr"),
-        ({"changed_weight": -1.0}, "changed_weight"),
-        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"n_tokens": None}, "n_tokens=None is invalid: is set from the DataModule"),
+        ({"d_state": None}, "d_state=None is invalid: is set from the DataModule"),
+        (
+            {"loss": "hinge"},
+            re.escape("loss='hinge' is invalid: must be one of ['l1', 'l2', 'huber', 'bce']"),
+        ),
+        ({"optim": {"optimizer": "lion"}}, "optim.optimizer='lion' is invalid"),
+        ({"optim": {"schedule": "linear"}}, "optim.schedule='linear' is invalid"),
+        ({"net": {"d_model": 30}}, "net.n_heads=4 is invalid: must divide net.d_model=30"),
+        ({"net": {"n_layers": 0}}, "net.n_layers=0 is invalid"),
+        ({"net": {"d_mlp": 0}}, "net.d_mlp=0 is invalid"),
+        ({"loops": 0}, "loops=0 is invalid"),
+        ({"optim": {"lr": 0.0}}, "optim.lr=0.0 is invalid"),
+        (
+            {"optim": {"lr": -0.001}},
+            re.escape("optim.lr=-0.001 is invalid: must be a finite number in (0.0, inf]"),
+        ),
+        ({"changed_weight": -1.0}, "changed_weight=-1.0 is invalid"),
+        ({"optim": {"warmup_steps": -1}}, "optim.warmup_steps=-1 is invalid"),
+        ({"scale": 0.0}, "scale=0.0 is invalid"),
+        ({"net": "big"}, "'big' is invalid: must be a TransformerConfig or a dict"),
     ],
 )
 def test_module_rejects_bad_arguments(kwargs, match):
@@ -382,7 +425,11 @@ def test_quantized_eval_logs_through_a_trainer(in_tmp):
 def test_subleq_training_loss_falls():
     torch.manual_seed(0)
     dm = SubleqDataModule(batch_size=64)
-    model = small_module(dm, d_model=64, d_mlp=128, warmup_steps=10, schedule="constant", lr=1e-2)
+    model = small_module(
+        dm,
+        net={"d_model": 64, "d_mlp": 128},
+        optim={"warmup_steps": 10, "schedule": "constant", "lr": 1e-2},
+    )
     opt = model.configure_optimizers()["optimizer"]
     losses = []
     for batch in train_batches(dm, 150):
