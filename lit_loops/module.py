@@ -29,13 +29,14 @@ from lit_loops.optim import OptimConfig, configure_optimizer
 C = TypeVar("C")
 
 
-def config_of(cls: type[C], value: Any, default: C | None = None) -> C:
+def config_of(cls: type[C], value: Any, default: C | None = None, name: str = "") -> C:
     """``value`` as a ``cls``: the dataclass itself, or a dict of fields that override
     ``default`` (a module's own defaults, as a config file's partial ``net:`` does on the
     command line), or ``cls``'s defaults without one."""
     if isinstance(value, cls):
         return value
-    check(isinstance(value, dict), cls.__name__, value, f"must be a {cls.__name__} or a dict")
+    what = name or cls.__name__
+    check(isinstance(value, dict), what, value, f"must be a {cls.__name__} or a dict of its fields")
     return replace(default, **value) if default is not None else cls(**value)
 
 
@@ -59,7 +60,7 @@ class ExperimentModule(L.LightningModule):
         """The dataclass argument ``name`` of this module's ``__init__`` (see ``config_of``;
         a dict overrides the signature's default instance)."""
         default = inspect.signature(type(self).__init__).parameters[name].default
-        return config_of(type(default), value, default)
+        return config_of(type(default), value, default, name)
 
     @property
     def num_parameters(self) -> int:

@@ -134,12 +134,6 @@ def test_beam_search_through_the_cache_equals_beam_search_on_full_forwards(new):
     assert torch.equal(m.generate(prime, new, strategy="beam", beams=1), greedy)
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="library bug: generate(strategy='beam') builds the RecurrentCache for the B "
-    "prompt rows, but beam search feeds it B * beams rows (the states do not match)",
-)
 def test_beam_search_on_a_batch_of_prompts():
     m = model()
     prime = tokens(4)  # 2 rows

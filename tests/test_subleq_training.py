@@ -316,7 +316,7 @@ def test_cosine_needs_max_steps():
         ({"changed_weight": -1.0}, "changed_weight=-1.0 is invalid"),
         ({"optim": {"warmup_steps": -1}}, "optim.warmup_steps=-1 is invalid"),
         ({"scale": 0.0}, "scale=0.0 is invalid"),
-        ({"net": "big"}, "'big' is invalid: must be a TransformerConfig or a dict"),
+        ({"net": "big"}, "net='big' is invalid: must be a TransformerConfig or a dict"),
     ],
 )
 def test_module_rejects_bad_arguments(kwargs, match):

@@ -86,7 +86,9 @@ def beam_search(
 ) -> torch.Tensor:
     """The best of ``beams`` beams per row: ``(B, P) -> (B, P + max_new_tokens)``."""
     B = prompt.shape[0]
-    seq = prompt.repeat_interleave(beams, dim=0)  # (B*k, P)
+    rows = torch.arange(B, device=prompt.device).repeat_interleave(beams)
+    seq = prompt[rows]  # (B*k, P): each prompt k times
+    decoder.reorder(rows)  # a cache made for the B prompts (memories, states) follows
     score = torch.full((B, beams), float("-inf"), device=prompt.device)
     score[:, 0] = 0.0  # the k copies start as one beam
     logp = torch.log_softmax(decoder.first(seq), dim=-1)  # (B*k, V)
