@@ -29,7 +29,12 @@ def run(config: str, override: str | None, extra: list[str]) -> dict:
     cmd = [str(Path(sys.executable).parent / "lit-loops"), "fit", "--config", config]
     if override:
         cmd += ["--config", override]
-    cmd += ["--config", "configs/presets/csv_logger.yaml", "--trainer.enable_progress_bar=false", *extra]
+    cmd += [
+        "--config",
+        "configs/presets/csv_logger.yaml",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
     start = time.time()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - start

@@ -29,39 +29,49 @@ def check_positions(start: int, length: int, max_len: int) -> None:
     )
 
 
-class TokenReadIn(nn.Module):
+class PositionalReadIn(nn.Module):
+    """What each position holds, mapped to ``d_model`` (``content``), plus a learned
+    embedding of the position (``pos_emb``, ``max_len`` rows): ``(B, T, ...) -> (B, T, D)``.
+    Subclasses make their content module first, then the positions (GPT-2's order)."""
+
+    max_len: int
+    pos_emb: nn.Embedding
+
+    def content(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        T = x.shape[1]
+        check_positions(start, T, self.max_len)
+        return self.content(x) + self.pos_emb(torch.arange(start, start + T, device=x.device))
+
+
+class TokenReadIn(PositionalReadIn):
     """Token ids ``(B, T)`` -> token + learned position embeddings ``(B, T, D)``."""
 
     def __init__(self, vocab_size: int, d_model: int, max_len: int) -> None:
         super().__init__()
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("max_len", max_len)
-        self.max_len = max_len
         self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.max_len, self.pos_emb = max_len, nn.Embedding(max_len, d_model)
 
-    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        T = tokens.shape[1]
-        check_positions(start, T, self.max_len)
-        pos = torch.arange(start, start + T, device=tokens.device)
-        return self.tok_emb(tokens) + self.pos_emb(pos)
+    def content(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tok_emb(tokens)
 
 
-class VectorReadIn(nn.Module):
+class VectorReadIn(PositionalReadIn):
     """Vectors ``(B, T, d_in)`` -> a linear map + learned position embeddings ``(B, T, D)``."""
 
     def __init__(self, d_in: int, d_model: int, max_len: int) -> None:
         super().__init__()
         check_positive_int("d_in", d_in)
         check_positive_int("max_len", max_len)
-        self.max_len = max_len
         self.proj = nn.Linear(d_in, d_model)
-        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.max_len, self.pos_emb = max_len, nn.Embedding(max_len, d_model)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        T = x.shape[1]
-        check_positions(start, T, self.max_len)
-        return self.proj(x) + self.pos_emb(torch.arange(start, start + T, device=x.device))
+    def content(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
 
 
 class TransformerWrapper(nn.Module):
