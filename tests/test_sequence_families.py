@@ -196,25 +196,40 @@ def digest(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def stream_digests(dm: SequenceDataModule) -> tuple[str, str]:
+    """(training batches at steps 0, 2000, 9000; the validation set) of a DataModule."""
+    batches = [dm.batch_maker()(torch.Generator().manual_seed(s), s) for s in (0, 2000, 9000)]
+    train = digest(*[b[k] for b in batches for k in ("seq", "family")])
+    return train, digest(*[b["seq"] for b in dm.val_batches()])
+
+
 def test_the_training_stream_is_pinned():
-    """Same seeds, same batches: the digests of the stream as it was before the families
-    kept only their banks (commit 6a5249e). A change here changes what the models learn."""
+    """Same seeds, same batches. With ``small_share=0`` the digests of the stream as it was
+    before the families kept only their banks (commit 6a5249e), and before issue 18; the
+    default (a quarter of small starts, issue 18) and ``heldout_params`` change the training
+    stream on purpose, and the held-out split the validation set. A change here changes what
+    the models learn."""
     names = list(FAMILIES)
     banks = [t for n in names for t in family_bank(n, 9)]
     assert digest(*banks) == "15f7a2cc49ebc341"
     family = torch.arange(len(names)).repeat(4)  # (84,) every family 4 times
     rows = generate_rows(torch.Generator().manual_seed(0), names, family, 9)
     assert digest(rows) == "fdf61037a6ae3f94"
-    dm = SequenceDataModule()  # all families, window 8, batch 64; step 2000: phases 1 and 2
-    batches = [dm.batch_maker()(torch.Generator().manual_seed(s), s) for s in (0, 2000, 9000)]
-    assert digest(*[b[k] for b in batches for k in ("seq", "family")]) == "07be9520cc9825be"
-    assert digest(*[b["seq"] for b in dm.val_batches()]) == "d375df1fcd50b441"
+    # all families, window 8, batch 64; step 2000: phases 1 and 2
+    assert stream_digests(SequenceDataModule(small_share=0.0)) == (
+        "07be9520cc9825be", "d375df1fcd50b441"
+    )  # fmt: skip
+    assert stream_digests(SequenceDataModule()) == ("dc809e114161fc9f", "d375df1fcd50b441")
+    held = SequenceDataModule(heldout_params=True)
+    assert stream_digests(held) == ("91468cb840a6bdff", "40155772dd284ff5")
+    assert digest(*[b["seq"] for b in held.heldout_batches()]) == "1265f308bf900efc"
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"phase": 4}, "phase=4"), ({"range_rule": "resample"}, "range_rule='resample'")],
-)
+    [({"phase": 4}, "phase=4"), ({"range_rule": "resample"}, "range_rule='resample'"),
+     ({"fixed_after": 0}, "fixed_after=0")],
+)  # fmt: skip
 def test_bad_families_are_rejected(kwargs, match):
     args = {"name": "x", "phase": 1, "range_rule": "exact", "doc": "", "support": None}
     with pytest.raises(ValueError, match=match):
@@ -236,3 +251,109 @@ def test_exact_families_refuse_lengths_they_cannot_fit():
 def test_unknown_families_are_rejected(names, match):
     with pytest.raises(ValueError, match=match):
         generate_rows(torch.Generator(), names, torch.zeros(4, dtype=torch.long), 5)
+
+
+# --- how many terms fix a family ---------------------------------------------------------------
+
+
+def fixed_share(name: str, k: int, length: int = 9) -> float:
+    """The share (by the family's own probabilities) of its sequences whose first ``k``
+    terms determine the whole window within the family."""
+    seqs, cdf = family_bank(name, length)
+    prob = torch.diff(cdf, prepend=cdf.new_zeros(1))
+    _, prefix = torch.unique(seqs[:, :k], dim=0, return_inverse=True)
+    _, window = torch.unique(seqs, dim=0, return_inverse=True)
+    groups = int(prefix.max()) + 1
+    lo = torch.full((groups,), 2**62).scatter_reduce(0, prefix, window, "amin")
+    hi = torch.full((groups,), -1).scatter_reduce(0, prefix, window, "amax")
+    return float(prob[(lo == hi)[prefix]].sum())
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_fixed_after_is_the_first_prefix_that_fixes_the_window(name):
+    """``fixed_after`` terms determine the rest of the window for >= 95 % of the family's
+    sequences at length 9, one term fewer for fewer (the module's metrics score from there)."""
+    k = FAMILIES[name].fixed_after
+    assert fixed_share(name, k) >= 0.95
+    if k > 1:
+        assert fixed_share(name, k - 1) < 0.95
+
+
+# --- small start values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_small_share_draws_small_starts_that_often_rows_uniform(name):
+    """With ``small_share = w``: the same parameter sets, probabilities summing to 1, and a
+    share ``w`` more of them on the sets whose start values are all in 0..3, spread as a row
+    uniformly then a small set uniformly."""
+    fam = FAMILIES[name]
+    params, base = fam.support(9)
+    again, prob = fam.support(9, 0.25)
+    assert all(torch.equal(params[k], again[k]) for k in params)
+    assert float(prob.sum()) == pytest.approx(1.0, rel=1e-12)
+    first = fam.terms(params, 9)[:, : fam.initial] % 256
+    small = (first <= 3).all(1) if fam.initial else torch.zeros_like(base, dtype=torch.bool)
+    if not bool(small.any()):  # no small starts (e.g. around 128): unchanged
+        assert torch.equal(prob, base)
+        return
+    extra = (prob - 0.75 * base) / 0.25  # the small part alone
+    assert float(extra[~small].abs().max()) < 1e-12
+    assert float(extra[small].sum()) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_small_starts_make_the_simplest_sequences_likely():
+    """The alternating 0, 1, 0, 1 was 1 of 65280 pairs; with a quarter of small starts it is
+    1 of the 12 small pairs of that quarter. Fibonacci's start (0, 1) likewise."""
+    seqs, cdf = family_bank("alternating", 9, 0.25)
+    prob = torch.diff(cdf, prepend=cdf.new_zeros(1))
+    row = (seqs.long() == torch.tensor([0, 1] * 4 + [0])).all(1)
+    assert float(prob[row].sum()) == pytest.approx(0.25 / 12 + 0.75 / 65280)
+    seqs, cdf = family_bank("fibonacci_like", 9, 0.25)
+    prob = torch.diff(cdf, prepend=cdf.new_zeros(1))
+    fib = (seqs.long() == torch.tensor([0, 1, 1, 2, 3, 5, 8, 13, 21])).all(1)
+    # 1 of 4096 sets before; now also 1 of the 64 small sets (16 rows of (p, q, x1 <= 3))
+    assert float(prob[fib].sum()) == pytest.approx(0.25 / 64 + 0.75 / 4096)
+
+
+# --- held-out parameters -----------------------------------------------------------------------
+
+
+def keys(seqs: torch.Tensor) -> set[bytes]:
+    return {bytes(r) for r in seqs.numpy()}
+
+
+@pytest.mark.parametrize("length", [9, 17])
+def test_heldout_windows_are_in_no_training_split(length):
+    """Every family holds some parameters out (at most a quarter of its sets); no held-out
+    window is in any family's training split."""
+    trained = set().union(*(keys(family_bank(n, length, 0.0, "train")[0]) for n in FAMILIES))
+    for name in FAMILIES:
+        everything = family_bank(name, length)[0]
+        train, held = family_bank(name, length, 0.0, "train")[0], family_bank(
+            name, length, 0.0, "heldout"
+        )[0]  # fmt: skip
+        assert len(held) > 0, name
+        assert len(train) >= 0.75 * len(everything), name
+        assert not keys(held) & trained, name
+    # the rules are the documented ones, e.g. a constant from 112..127 is never trained
+    const = family_bank("constant", length, 0.0, "heldout")[0][:, 0].tolist()
+    assert sorted(const) == list(range(112, 128))
+
+
+def test_the_heldout_split_never_appears_in_training_batches():
+    dm = SequenceDataModule(heldout_params=True, batch_size=512, val_per_family=20)
+    held = keys(torch.cat([b["seq"] for b in dm.heldout_batches()]).to(torch.uint8))
+    assert len(dm.heldout_batches()) == len(FAMILIES)
+    assert {int(b["family"][0]) for b in dm.heldout_batches()} == set(range(len(FAMILIES)))
+    make = dm.batch_maker()
+    for step in (0, 1500, 3000, 6000, 20000):  # every phase of the curriculum
+        seqs = make(torch.Generator().manual_seed(step), step)["seq"]
+        assert not keys(seqs.to(torch.uint8)) & held
+    loaders = dm.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == 2
+    # the validation set is the training split too
+    val = keys(torch.cat([b["seq"] for b in dm.val_batches()]).to(torch.uint8))
+    assert not val & held
+    with pytest.raises(ValueError, match="split='test' is invalid"):
+        family_bank("constant", 9, 0.0, "test")

@@ -1,5 +1,6 @@
 """Integer sequences: batches, the phase curriculum at its boundaries, padding, per-family
-validation, the memory estimate, and a short run in which the loss falls."""
+validation, the scores at every prefix on a hand-built model, the held-out validation set,
+the memory estimate, and a short run in which the loss falls."""
 
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ def test_families_from_some_phases_only():
         ({"window": 100}, "window=100 is invalid: must be an integer in [2, 64]"),
         ({"replay": -0.1}, "replay=-0.1 is invalid: must be a finite number in [0.0, 1.0)"),
         ({"families": ["fibonacci_like", "primes"]}, "families='primes' is invalid: must be one of ['constant', "),
+        ({"small_share": 1.0}, "small_share=1.0 is invalid: must be a finite number in [0.0, 1.0)"),
+        ({"heldout_params": "yes"}, "heldout_params='yes' is invalid: must be a bool"),
     ],
 )  # fmt: skip
 def test_datamodule_rejects_bad_arguments(kwargs, message):
@@ -127,6 +130,120 @@ def test_validation_metrics_per_family_phase_and_the_random_baselines():
     assert logged["val_family/acc_geometric"] == 1.0
     assert math.isclose(logged["val/random_distance"], 85.33, abs_tol=0.01)
     assert math.isclose(logged["val/random_loss"], math.log(256))
+
+
+def successor_module(families: list[str]) -> SequenceModule:
+    """A module whose model always answers "the last term plus one" (logits peaked there),
+    so every score is known by hand."""
+    module = SequenceModule(
+        max_len=8, family_names=families, family_phases=[FAMILIES[f].phase for f in families],
+        net={"d_model": 8, "n_heads": 1},
+    )  # fmt: skip
+    module.forward = lambda tokens: torch.nn.functional.one_hot((tokens + 1) % 256, 256) * 50.0
+    return module
+
+
+def run_validation(module: SequenceModule, loaders: list[list[dict]]) -> dict:
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    module.log_dict = lambda d, **kw: logged.update(d)
+    for idx, batches in enumerate(loaders):
+        for batch in batches:
+            module.validation_step(batch, 0, idx)
+    module.on_validation_epoch_end()
+    return {k: float(v) for k, v in logged.items() if not hasattr(v, "compute")}
+
+
+def batch_of(family: int, rows: list[list[int]], keep: list[int] | None = None) -> dict:
+    seq = torch.tensor(rows)
+    valid = torch.ones_like(seq, dtype=torch.bool)
+    if keep is not None:  # variable length: the first keep[i] terms of row i are real
+        valid = torch.arange(seq.shape[1])[None, :] < torch.tensor(keep)[:, None]
+        seq = seq.masked_fill(~valid, 0)
+    family_ = torch.full((len(rows),), family)
+    return {"seq": seq, "valid": valid, "family": family_, "phase": family_ * 0 + 1}
+
+
+def test_scores_at_every_prefix_on_a_hand_built_model():
+    """The successor model on four phase-1 families (scored from 1, 2, 2 and 4 terms):
+
+    * constant 7, 7, ...: wrong everywhere (distance 1);
+    * arithmetic 0, 1, 2, ...: right from 2 terms; 0, 2, 4, ...: wrong (distance 1);
+      a padded row (5 real terms): right at prefixes 2..4, nothing after;
+    * alternating 3, 4, 3, ...: right after an odd number of terms (3, 5, 7 of 2..8),
+      wrong after the full window;
+    * Fibonacci 1, 1, 2, 3, 5, ...: right after 2 and 3 terms, which are not scored (the
+      parameters are not fixed yet), wrong from 4 on (distances 1, 2, 4, 7, 12).
+    """
+    names = ["constant", "arithmetic_up", "alternating", "fibonacci_like"]
+    module = successor_module(names)
+    val = [
+        batch_of(0, [[7] * 9]),
+        batch_of(1, [list(range(9)), list(range(0, 18, 2)), list(range(9))], keep=[9, 9, 5]),
+        batch_of(2, [[3, 4] * 4 + [3]]),
+        batch_of(3, [[1, 1, 2, 3, 5, 8, 13, 21, 34]]),
+    ]
+    got = run_validation(module, [val])
+    arith = (7 + 3) / (7 + 7 + 3)  # scored predictions: 7 + 7 + 3 (padded), right 7 + 3
+    expected = {
+        "val_family/acc_constant": 0.0, "val_family/distance_constant": 1.0,
+        "val_family/acc_arithmetic_up": arith,
+        "val_family/acc_alternating": 3 / 7,
+        "val_family/acc_fibonacci_like": 0.0, "val_family/distance_fibonacci_like": 26 / 5,
+        "val/acc": (arith + 3 / 7) / 4,
+        "val/acc_phase1": (arith + 3 / 7) / 4,
+        # the full window: the last real prediction of every row
+        "val_family/acc_full_arithmetic_up": 2 / 3, "val_family/acc_full_alternating": 0.0,
+        "val/acc_full": (2 / 3) / 4, "val/distance_full_phase1": (1 + 1 / 3 + 2 + 12) / 4,
+        # per prefix length, over the families scored there
+        "val/acc_pos1": 0.0,  # only constant is fixed by one term
+        "val/acc_pos2": (0 + 2 / 3 + 0) / 3,
+        "val/acc_pos3": (0 + 2 / 3 + 1) / 3,
+        "val/acc_pos4": (0 + 2 / 3 + 0 + 0) / 4,
+        "val/acc_pos5": (0 + 1 / 2 + 1 + 0) / 4,  # the padded row has no 6th term
+        "val/distance_pos8": (1 + 1 / 2 + 2 + 12) / 4,  # alternating: 5 for 3
+    }  # fmt: skip
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value), key
+    assert "val/heldout_acc" not in got  # no held-out batch
+    assert got["val/random_acc"] == 1 / 256
+
+
+def test_the_heldout_loader_is_scored_apart_and_not_in_the_loss():
+    module = successor_module(["constant", "arithmetic_up"])
+    val = [batch_of(0, [[7] * 9] * 2)]
+    held = [batch_of(1, [list(range(120, 129))])]
+    got = run_validation(module, [val, held])
+    assert got["val/acc"] == 0.0  # constant only (arithmetic had no validation batch)
+    assert got["val/heldout_acc"] == 1.0 and got["val_heldout/acc_arithmetic_up"] == 1.0
+    assert got["val/heldout_acc_pos2"] == 1.0 and math.isnan(got["val/heldout_acc_pos1"])
+    assert module.val_loss.weight == 2  # the loss of the validation rows only
+    assert math.isnan(got["val_family/acc_arithmetic_up"])
+
+
+def test_heldout_validation_runs_through_the_cli(in_tmp):
+    """cpu.yaml validates on the held-out parameters and on the real sequences
+    (``RealSequencesEval``); fast_dev_run validates one batch of each loader."""
+    run = cli(
+        "fit",
+        "--config", CONFIGS / "sequences" / "cpu.yaml",
+        "--model.init_args.net.d_model=16",
+        "--model.init_args.net.n_layers=1",
+        "--model.init_args.net.n_heads=2",
+        "--model.init_args.net.d_mlp=32",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.val_per_family=4",
+        "--trainer.fast_dev_run=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    )  # fmt: skip
+    metrics = run.trainer.callback_metrics
+    for key in ("val/loss", "val/acc", "val/acc_full", "val/acc_pos1", "val/heldout_acc",
+                "val/real_acc", "val/real_acc_pos5", "val/real_acc_pos8", "val/real_out_acc",
+                "val/real_distance"):  # fmt: skip
+        assert key in metrics, key
+    assert not any("dataloader_idx" in key for key in metrics)
+    assert run.datamodule.hparams.heldout_params and run.datamodule.hparams.small_share == 0.25
 
 
 def test_memory_estimate_follows_the_document_and_counts_the_training_state():

@@ -8,8 +8,13 @@ predicts every next term. With ``variable_length``, each row keeps a uniform ran
 which the loss and the metrics skip.
 
 Every row's phase is drawn from the schedule's mix at the batch's step, then its family
-uniformly within the phase; validation holds ``val_per_family`` sequences of every family,
-full length, drawn once from ``val_seed``.
+uniformly within the phase, then the row from the family's bank (``banks.py``): with a share
+``small_share`` of small start values (``families.py``), and without the held-out parameter
+sets (``heldout.py``) when ``heldout_params`` is on. Validation holds ``val_per_family``
+sequences of every family, full length, drawn once from ``val_seed``, from the family's
+table as it is (no small-start share) less the held-out sets; with ``heldout_params``,
+``val_dataloader`` is ``[that set, the held-out set]``, the second with ``val_per_family``
+held-out sequences of every family that has some (none of them in any training bank).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_loops.checks import check, check_choice, check_int, check_positive_int
+from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
 from lit_loops.data import fixed_loader, train_stream
-from lit_loops.experiments.sequences.banks import generate_rows
+from lit_loops.experiments.sequences.banks import family_bank, generate_rows
 from lit_loops.experiments.sequences.families import FAMILIES
 from lit_loops.schedules import PhaseSchedule
 
@@ -37,9 +42,12 @@ class SequenceBatchMaker:
         batch_size: int,
         length: int,
         min_terms: int | None = None,
+        small_share: float = 0.0,
+        split: str = "all",
     ) -> None:
         self.families, self.schedule = families, schedule
         self.batch_size, self.length, self.min_terms = batch_size, length, min_terms
+        self.small_share, self.split = small_share, split
         # the schedule's k-th phase is phase ``phases[k]``: its families as indices
         self.by_phase = [
             torch.tensor([i for i, f in enumerate(families) if FAMILIES[f].phase == p])
@@ -54,7 +62,9 @@ class SequenceBatchMaker:
             rows = phase == p
             if rows.any():
                 family[rows] = members[torch.randint(len(members), (int(rows.sum()),), generator=g)]
-        return make_batch(self.families, family, g, length, self.min_terms)
+        return make_batch(
+            self.families, family, g, length, self.min_terms, self.small_share, self.split
+        )
 
 
 def make_batch(
@@ -63,11 +73,13 @@ def make_batch(
     g: torch.Generator,
     length: int,
     min_terms: int | None = None,
+    small_share: float = 0.0,
+    split: str = "all",
 ) -> dict:
-    """Sequences of the given ``family`` indices (B,), drawn from the families' banks of
-    all their sequences (``banks.generate_rows``: a few tensor ops for the whole batch)."""
+    """Sequences of the given ``family`` indices (B,), drawn from the families' banks
+    (``banks.generate_rows``: a few tensor ops for the whole batch)."""
     B = family.shape[0]
-    seq = generate_rows(g, families, family, length)  # (B, length)
+    seq = generate_rows(g, families, family, length, small_share, split)  # (B, length)
     valid = torch.ones(B, length, dtype=torch.bool)
     if min_terms is not None:  # variable length: keep a random number of leading terms
         keep = torch.randint(min_terms, length + 1, (B, 1), generator=g)
@@ -94,6 +106,10 @@ class SequenceDataModule(L.LightningDataModule):
             last. ``replay``: the share of each batch drawn from the finished phases
             (0, the document's schedule, drops them).
         val_per_family: validation sequences per family (full length, from ``val_seed``).
+        small_share: the share of every family's training draws with small start values
+            (0..3, ``families.py``); 0 draws the tables uniformly (the stream before issue 18).
+        heldout_params: leave the held-out parameter sets of ``heldout.py`` out of training
+            and validate on them as a second validation set.
         seed, val_seed, num_workers: as in every DataModule here.
     """
 
@@ -109,6 +125,8 @@ class SequenceDataModule(L.LightningDataModule):
         transition_steps: int = 1000,
         replay: float = 0.0,
         val_per_family: int = 100,
+        small_share: float = 0.25,
+        heldout_params: bool = False,
         seed: int = 0,
         val_seed: int = 12345,
         num_workers: int = 0,
@@ -122,6 +140,8 @@ class SequenceDataModule(L.LightningDataModule):
             check_choice("families", name, FAMILIES)
         check_positive_int("batch_size", batch_size)
         check_positive_int("val_per_family", val_per_family)
+        check_float("small_share", small_share, 0.0, 1.0, high_inclusive=False)
+        check(isinstance(heldout_params, bool), "heldout_params", heldout_params, "must be a bool")
         check_int("seed", seed)
         check_int("val_seed", val_seed)
         check_int("num_workers", num_workers, min_value=0)
@@ -139,10 +159,15 @@ class SequenceDataModule(L.LightningDataModule):
         self.names, self.present = names, present
         self.save_hyperparameters()
         self._val: list[dict] | None = None
+        self._heldout: list[dict] | None = None
 
     @property
     def length(self) -> int:
         return self.hparams.window + 1
+
+    @property
+    def train_split(self) -> str:
+        return "train" if self.hparams.heldout_params else "all"
 
     def model_args(self) -> dict:
         return {
@@ -160,6 +185,8 @@ class SequenceDataModule(L.LightningDataModule):
             hp.batch_size,
             self.length,
             hp.min_terms if hp.variable_length else None,
+            hp.small_share,
+            self.train_split,
         )
 
     def train_dataloader(self):
@@ -169,14 +196,31 @@ class SequenceDataModule(L.LightningDataModule):
         """``val_per_family`` full-length sequences of every family, one batch per family."""
         if self._val is None:
             g = torch.Generator().manual_seed(self.hparams.val_seed)
-            n = self.hparams.val_per_family
+            n, split = self.hparams.val_per_family, self.train_split
             self._val = [
-                make_batch(self.names, torch.full((n,), f), g, self.length)
+                make_batch(self.names, torch.full((n,), f), g, self.length, split=split)
                 for f in range(len(self.names))
             ]
         return self._val
 
+    def heldout_batches(self) -> list[dict]:
+        """``val_per_family`` full-length held-out sequences (``heldout.py``) of every family
+        that has some at this length, one batch per family ([] without ``heldout_params``)."""
+        if self._heldout is None:
+            self._heldout = []
+            if self.hparams.heldout_params:
+                g = torch.Generator().manual_seed(self.hparams.val_seed + 1)
+                n = self.hparams.val_per_family
+                for f, name in enumerate(self.names):
+                    if len(family_bank(name, self.length, 0.0, "heldout")[0]):
+                        family = torch.full((n,), f)
+                        batch = make_batch(self.names, family, g, self.length, split="heldout")
+                        self._heldout.append(batch)
+        return self._heldout
+
     def val_dataloader(self):
+        if self.hparams.heldout_params:
+            return [fixed_loader(self.val_batches()), fixed_loader(self.heldout_batches())]
         return fixed_loader(self.val_batches())
 
     test_dataloader = val_dataloader

@@ -4,18 +4,28 @@ The families follow the curriculum of the design document (seed 002, "Curriculum
 Strategy"): phase 1 simple recurrences, phase 2 nested recurrences (the constants follow a
 recurrence of their own), phase 3 combined, transformed and conditional recurrences.
 
-A family is a table of its parameter sets: ``support(length)`` lists every set it can draw
-at a length (a dict of ``(N,)`` int64 tensors, at most 65536 sets) with its probability
-``(N,)`` float64, and ``terms(params, length)`` maps sets to their ``(N, L)`` terms.
-``banks.family_bank`` turns the whole support into sequences once per length, and training
-draws its rows from there (``banks.generate_rows``). The probabilities: a row of the
+A family is a table of its parameter sets: ``support(length, small_share=0.0)`` lists every
+set it can draw at a length (a dict of ``(N,)`` int64 tensors, at most 65536 sets) with its
+probability ``(N,)`` float64, and ``terms(params, length)`` maps sets to their ``(N, L)``
+terms. ``banks.family_bank`` turns the whole support into sequences once per length, and
+training draws its rows from there (``banks.generate_rows``). The probabilities: a row of the
 family's table uniformly (its shape parameters: steps, phase, direction, ...), then the start
-uniformly in the row's range. ``range_rule`` says how the terms stay in 0..255:
+uniformly in the row's range. With ``small_share`` (``w``), a share ``w`` of the draws is
+made among the sets whose ``initial`` leading terms (the start values: ``a``; ``a, b``;
+``x_0, x_1``) are all in ``0..SMALL_TOP`` (0..3), again a row uniformly (among the rows that
+have such sets), then one of its small sets uniformly: the starts a user's sequences begin
+with (0, 1, 2, 3), which a uniform start in 0..255 almost never draws (the alternating
+``0, 1, 0, 1`` is 1 of 65280 pairs). ``range_rule`` says how the terms stay in 0..255:
 
 - ``exact``: the table holds only the shape parameters that fit in 0..255 at this length,
   each with the starts that keep the whole window in range;
 - ``mod256``: the recurrence is defined modulo 256 (``terms`` may return any representative;
   the bank takes it mod 256).
+
+``fixed_after`` is the number of leading terms that fix a family's parameters: from that many
+terms on, the rest of the window is determined for at least 95 % of its sequences at length 9
+(the next term is a function of the prefix within the family), so a prediction there can be
+scored (see ``module.py``); before it the next term is a guess among several.
 
 Terms are indexed from ``t = 0``. Periodic families list every offset in the cycle (``k``),
 so that a window does not always start at the cycle's start. What does not depend on the
@@ -35,18 +45,21 @@ import torch
 
 Params = dict[str, torch.Tensor]
 TermsFn = Callable[[Params, int], torch.Tensor]
-SupportFn = Callable[[int], tuple[Params, torch.Tensor]]
+SupportFn = Callable[..., tuple[Params, torch.Tensor]]  # (length, small_share=0.0)
 
 VOCAB = 256
 RANGE_RULES = ("mod256", "exact")
+SMALL_TOP = 3  # small start values: 0..3
 
 
 @dataclass(frozen=True)
 class Family:
-    """A sequence family (see the module doc): ``support(length)`` gives its parameter sets,
-    a dict of ``(N,)`` int64 tensors, and their probabilities ``(N,)`` float64;
-    ``terms(params, length)`` their ``(N, length)`` int64 terms (in 0..255 for ``exact``,
-    any representative mod 256 for ``mod256``)."""
+    """A sequence family (see the module doc): ``support(length, small_share=0.0)`` gives
+    its parameter sets, a dict of ``(N,)`` int64 tensors, and their probabilities ``(N,)``
+    float64; ``terms(params, length)`` their ``(N, length)`` int64 terms (in 0..255 for
+    ``exact``, any representative mod 256 for ``mod256``); ``fixed_after``: the leading terms
+    that fix the parameters; ``initial``: the leading terms that are start values (0: none
+    the small-start share applies to)."""
 
     name: str
     phase: int
@@ -54,8 +67,12 @@ class Family:
     doc: str
     support: SupportFn = field(repr=False)
     terms: TermsFn = field(repr=False)
+    fixed_after: int = 1
+    initial: int = 1
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.fixed_after, int) and self.fixed_after >= 1):
+            raise ValueError(f"family {self.name!r}: fixed_after={self.fixed_after!r} must be >= 1")
         if self.phase not in (1, 2, 3):
             raise ValueError(f"family {self.name!r}: phase={self.phase!r} must be 1, 2 or 3")
         if self.range_rule not in RANGE_RULES:
@@ -123,6 +140,7 @@ def _offset_table(
 def _offset_family(
     name: str, phase: int, doc: str, grid: dict[str, Iterable[int]], shape: TermsFn,
     terms: TermsFn | None = None, top: int = 255, keep: Callable[..., bool] | None = None,
+    fixed_after: int = 1, initial: int = 1,
 ) -> Family:  # fmt: skip
     """An ``exact`` family whose terms are ``a + shape`` (or ``terms``, a function of
     ``a + shape`` kept in 0..255 when ``a + shape`` is in ``0..top``)."""
@@ -133,14 +151,14 @@ def _offset_family(
 
     return _table_family(
         name, phase, "exact", doc, lambda length: _offset_table(grid, shape, length, top, keep),
-        tuple(grid), terms or offset_terms,
+        tuple(grid), terms or offset_terms, fixed_after=fixed_after, initial=initial,
     )  # fmt: skip
 
 
 def _table_family(
     name: str, phase: int, range_rule: str, doc: str, table: Callable[[int], torch.Tensor],
     names: Sequence[str], terms: TermsFn, start: str = "a",
-    finish: Callable[[Params], Params] | None = None,
+    finish: Callable[[Params], Params] | None = None, fixed_after: int = 1, initial: int = 1,
 ) -> Family:  # fmt: skip
     """A family whose parameter sets are the rows of ``table(length)`` ``(K, n+2)``: the
     parameters ``names``, then the ``lo`` and ``count`` of the start ``start`` (see
@@ -148,23 +166,44 @@ def _table_family(
     reads from the listed ones)."""
     table = functools.cache(table)
 
-    def support(length: int) -> tuple[Params, torch.Tensor]:
-        p, prob = _expand(table(length), names, start)
-        return (finish(p) if finish else p), prob
+    def support(length: int, small_share: float = 0.0) -> tuple[Params, torch.Tensor]:
+        p, prob, row = _expand(table(length), names, start)
+        p = finish(p) if finish else p
+        if small_share > 0 and initial > 0:
+            first = terms(p, length)[:, :initial] % VOCAB  # (N, initial) the start values
+            small = (first <= SMALL_TOP).all(1)
+            prob = _with_small_share(prob, row, small, small_share)
+        return p, prob
 
-    return Family(name, phase, range_rule, doc, support, terms)
+    return Family(name, phase, range_rule, doc, support, terms, fixed_after, initial)
 
 
-def _expand(table: torch.Tensor, names: Sequence[str], start: str) -> tuple[Params, torch.Tensor]:
+def _expand(
+    table: torch.Tensor, names: Sequence[str], start: str
+) -> tuple[Params, torch.Tensor, torch.Tensor]:
     """The parameter sets of ``table (K, n+2)``: each row once per start in its range,
-    ``(N,)`` each with ``N = sum of counts``, and the probability of drawing the row
-    uniformly then the start uniformly, ``1 / (K count)``, ``(N,)`` float64."""
+    ``(N,)`` each with ``N = sum of counts``, the probability of drawing the row uniformly
+    then the start uniformly, ``1 / (K count)``, ``(N,)`` float64, and each set's row ``(N,)``."""
     *cols, lo, count = table.unbind(1)
     row = torch.repeat_interleave(torch.arange(table.shape[0]), count)  # (N,) its table row
     first = torch.cumsum(count, 0) - count  # (K,) where each row's run starts
     params = {n: c[row] for n, c in zip(names, cols, strict=True)}
     params[start] = lo[row] + torch.arange(row.shape[0]) - first[row]
-    return params, 1.0 / (table.shape[0] * count[row].double())
+    return params, 1.0 / (table.shape[0] * count[row].double()), row
+
+
+def _with_small_share(
+    prob: torch.Tensor, row: torch.Tensor, small: torch.Tensor, share: float
+) -> torch.Tensor:
+    """``(1 - share) prob`` plus ``share`` spread over the ``small`` sets ``(N,)`` bool: a
+    row uniformly among the rows with a small set, then one of its small sets uniformly
+    (conditioning ``prob`` itself on ``small`` would favour the rows with few starts)."""
+    n_small = torch.bincount(row[small], minlength=int(row.max()) + 1 if len(row) else 0)
+    rows_with = int((n_small > 0).sum())
+    if rows_with == 0:  # no set starts small (e.g. a countdown from above 3)
+        return prob
+    extra = small.double() / (rows_with * n_small[row].clamp(min=1).double())
+    return (1 - share) * prob + share * extra
 
 
 UP_DOWN = (1, -1)
@@ -214,25 +253,26 @@ PHASE_1 = [
         "constant", 1, "exact",
         "Order 0: a, a, a, ... with a in 0..255.",
         lambda length: _with_start(_grid({}, None), 0, VOCAB), (), _constant_terms,
+        fixed_after=1,
     ),
     _offset_family(
         "arithmetic_up", 1,
         "Order 1: a + s t with step s in 1..16 (only steps with s (L-1) <= 255 at length L, "
         "so 1..15 at L = 17), start a uniform among those keeping the last term <= 255.",
-        {"s": range(1, 17), "d": (1,)}, _arith_shape,
+        {"s": range(1, 17), "d": (1,)}, _arith_shape, fixed_after=2,
     ),
     _offset_family(
         "arithmetic_down", 1,
         "Order 1: a - s t with step s in 1..16 (s (L-1) <= 255), start a uniform among those "
         "keeping the last term >= 0.",
-        {"s": range(1, 17), "d": (-1,)}, _arith_shape,
+        {"s": range(1, 17), "d": (-1,)}, _arith_shape, fixed_after=2,
     ),
     _table_family(
         "alternating", 1, "exact",
         "Order 2: a, b, a, b, ... with a, b in 0..255, a != b (uniform pairs; a and b being "
         "exchangeable, the window starts on either with equal chance).",
         lambda length: _with_start(_grid({"a": range(VOCAB)}, None), 1, VOCAB - 1), ("a",),
-        _alternating_terms, start="j", finish=_alternating_finish,
+        _alternating_terms, start="j", finish=_alternating_finish, fixed_after=2, initial=2,
     ),
     _table_family(
         "fibonacci_like", 1, "mod256",
@@ -241,7 +281,7 @@ PHASE_1 = [
         lambda length: _with_start(
             _grid({"p": (1, 2), "q": (1, 2), "x1": range(32)}, None), 0, 32
         ),
-        ("p", "q", "x1"), _fibonacci_like_terms, start="x0",
+        ("p", "q", "x1"), _fibonacci_like_terms, start="x0", fixed_after=4, initial=2,
     ),
 ]  # fmt: skip
 
@@ -365,7 +405,7 @@ PHASE_2 = [
         "direction d = +1 or -1 (steps -s1, -s2), start a uniform among those in range. "
         "s1 and s2 being exchangeable, either step comes first.",
         {"s1": range(1, 9), "s2": range(1, 9), "d": UP_DOWN}, _alternating_steps_shape,
-        keep=lambda s1, s2, d: s1 != s2,
+        keep=lambda s1, s2, d: s1 != s2, fixed_after=3,
     ),
     _offset_family(
         "growing_steps", 2,
@@ -373,6 +413,7 @@ PHASE_2 = [
         "d = +1 or -1, among the combinations spanning <= 255 (at L = 17 only c = 1; none "
         "beyond L = 23).",
         {"s": range(1, 9), "c": range(1, 5), "d": UP_DOWN}, _growing_steps_shape,
+        fixed_after=3,
     ),
     _offset_family(
         "shrinking_steps", 2,
@@ -380,14 +421,14 @@ PHASE_2 = [
         "s in c+1..16 (so the first two steps go the same way), direction d = +1 or -1. "
         "Steps keep shrinking past zero: the sequence turns back (a parabola).",
         {"s": range(1, 17), "c": range(1, 5), "d": UP_DOWN}, _shrinking_steps_shape,
-        keep=lambda s, c, d: s > c,
+        keep=lambda s, c, d: s > c, fixed_after=3,
     ),
     _table_family(
         "geometric", 2, "mod256",
         "a r^t mod 256 (e.g. 2, 4, 8, 16) with r in 2..7, a in 1..31: the multiplication "
         "shows before the wrap-around; even r ends in zeros.",
         lambda length: _with_start(_grid({"r": range(2, 8)}, None), 1, 31),
-        ("r",), _geometric_terms,
+        ("r",), _geometric_terms, fixed_after=2,
     ),
     _table_family(
         "alternating_factors", 2, "mod256",
@@ -396,7 +437,7 @@ PHASE_2 = [
         lambda length: _with_start(
             _grid({"f1": range(1, 6), "f2": range(1, 6)}, lambda f1, f2: f1 != f2), 1, 15
         ),
-        ("f1", "f2"), _alternating_factors_terms,
+        ("f1", "f2"), _alternating_factors_terms, fixed_after=3,
     ),
     _table_family(
         "rational_factors", 2, "exact",
@@ -405,19 +446,19 @@ PHASE_2 = [
         "2/3 & 3/2, 3/4 & 4/3, either first) uniform, then a uniform in 1..floor(255 / first "
         "factor) so the second term fits (each pair's product is <= 1: it never grows more).",
         lambda length: _start_table(_rational_orbits(length)),
-        ("pair",), _rational_factors_terms,
+        ("pair",), _rational_factors_terms, fixed_after=3,
     ),
     _offset_family(
         "two_step", 2,
         "Each value twice, values stepping by s (e.g. 1, 1, 2, 2, 3, 3) with s in 1..8, "
         "direction d = +1 or -1, offset k in 0..1 in the cycle, start a in range.",
-        {"s": range(1, 9), "d": UP_DOWN, "k": range(2)}, _block_shape(2),
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(2)}, _block_shape(2), fixed_after=3,
     ),
     _offset_family(
         "three_step", 2,
         "Each value three times, values stepping by s (e.g. 1, 1, 1, 2, 2, 2) with s in "
         "1..8, direction d = +1 or -1, offset k in 0..2 in the cycle, start a in range.",
-        {"s": range(1, 9), "d": UP_DOWN, "k": range(3)}, _block_shape(3),
+        {"s": range(1, 9), "d": UP_DOWN, "k": range(3)}, _block_shape(3), fixed_after=4,
     ),
     _offset_family(
         "mixed_periods", 2,
@@ -427,7 +468,7 @@ PHASE_2 = [
         "direction d = +1 or -1, start a in range.",
         {"pattern": range(len(MIXED_PATTERNS)), "k": range(5), "s": range(1, 9), "d": UP_DOWN},
         _mixed_periods_shape,
-        keep=lambda pattern, k, s, d: k < sum(MIXED_PATTERNS[pattern]),
+        keep=lambda pattern, k, s, d: k < sum(MIXED_PATTERNS[pattern]), fixed_after=6,
     ),
 ]  # fmt: skip
 
@@ -512,7 +553,7 @@ def _rounded_geometric_family(name: str, ceil: bool) -> Family:
         "ratios with some start in range at this length: at L = 17 not 3/2), start a uniform "
         "in 1..the largest keeping every term <= 255 (255 for r < 1; 7 for 5/4 at L = 17).",
         lambda length: _start_table(_rounded_geometric(length, ceil)),
-        ("ratio",), terms,
+        ("ratio",), terms, fixed_after=3,
     )  # fmt: skip
 
 
@@ -562,7 +603,7 @@ PHASE_3 = [
         "with m in 2..10, start pair (x_0, x_1) uniform in 0..m-1 but not (0, 0): every "
         "window of the Pisano cycle is equally likely.",
         _fibonacci_mod_table, ("m",), _fibonacci_mod_terms, start="j",
-        finish=_fibonacci_mod_finish,
+        finish=_fibonacci_mod_finish, fixed_after=6, initial=0,  # its terms are all small
     ),
     _offset_family(
         "double_every_third", 3,
@@ -570,7 +611,7 @@ PHASE_3 = [
         "0..127) with every third term doubled: those with (t + k) % 3 == 2, offset k in 0..2 "
         "(k = 0 doubles the 3rd, 6th, ...). Terms stay in 0..254.",
         {"s": range(1, 9), "d": UP_DOWN, "k": range(3)}, _arith_shape,
-        terms=_double_every_third_terms, top=127,
+        terms=_double_every_third_terms, top=127, fixed_after=2,
     ),
     _rounded_geometric_family("floor_geometric", ceil=False),
     _rounded_geometric_family("ceil_geometric", ceil=True),
@@ -580,13 +621,14 @@ PHASE_3 = [
         "d = +1 or -1) with alternating signs, shifted into 1..255; k in 0..1 is the sign of "
         "the first term (k = 0: +).",
         {"s": range(1, 9), "d": UP_DOWN, "k": range(2)}, _arith_shape,
-        terms=_alternating_sign_terms, top=127,
+        terms=_alternating_sign_terms, top=127, fixed_after=2, initial=0,  # around 128
     ),
     _table_family(
         "parity_rule", 3, "mod256",
         "x_{t+1} = x_t + 1 if x_t is even, else 2 x_t, mod 256 (e.g. 1, 2, 3, 6, 7, 14), start "
         "a in 0..255. Every orbit reaches the cycle 254, 255 within 16 steps.",
         lambda length: _with_start(_grid({}, None), 0, VOCAB), (), _parity_rule_terms,
+        fixed_after=1,
     ),
     _table_family(
         "switch_rule", 3, "mod256",
@@ -595,7 +637,7 @@ PHASE_3 = [
         "7, 19: sums and differences interleave until a sum wraps around). x_0, x_1 in "
         "0..255.",
         lambda length: _with_start(_grid({"x0": range(VOCAB)}, None), 0, VOCAB), ("x0",),
-        _switch_rule_terms, start="x1",
+        _switch_rule_terms, start="x1", fixed_after=2, initial=2,
     ),
 ]  # fmt: skip
 

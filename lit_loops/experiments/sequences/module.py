@@ -14,10 +14,19 @@ all positions"); ``last`` only the full-window prediction; ``weighted`` weights 
 ``t`` by ``t + 1`` (more context, more weight). Padding (variable-length data) never
 counts.
 
-Validation (on fresh sequences from a fixed seed) scores the prediction after the full
-window, next to the random predictor's baselines: accuracy (1/256), mean absolute distance
-(85.33) and cross-entropy ``val/ce`` (ln 256 = 5.55), overall, per phase and per family.
-``val/loss`` is the training objective over all positions (early stopping watches it).
+Validation (on fresh sequences from a fixed seed) scores the prediction at every prefix
+from the family's ``fixed_after`` terms on (``metrics.py``), next to the random predictor's
+baselines: accuracy ``val/acc`` (1/256), mean absolute distance ``val/distance`` (85.33)
+and cross-entropy ``val/ce`` (ln 256 = 5.55), overall, per phase (``val/acc_phase1``), per
+prefix length (``val/acc_pos5``) and per family (``val_family/acc_<family>``); the
+prediction after the full window alone, the figure reported before issue 18, is
+``val/acc_full`` (``val/acc_full_phase1``, ``val_family/acc_full_<family>``, ...). A second
+validation set (``dataloader_idx`` 1, ``SequenceDataModule(heldout_params=True)``) holds
+parameters training never draws: ``val/heldout_acc`` and the rest under
+``val/heldout_`` and ``val_heldout/``. ``val/loss`` is the training objective over all
+positions on the first set; it stays the ``monitor`` (best checkpoint, restored weights)
+and what ``cpu.yaml`` stops early on: it is smooth where accuracy saturates, and it is what
+the shipped runs selected on.
 """
 
 from __future__ import annotations
@@ -27,9 +36,9 @@ import math
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from torch import nn
 
 from lit_loops.checks import check, check_choice, check_data_decided, check_float
+from lit_loops.experiments.sequences.metrics import PrefixScores, fixed_after, summary
 from lit_loops.experiments.sequences.model import EMBEDDINGS, VOCAB, sequence_model
 from lit_loops.module import ExperimentModule
 from lit_loops.nn import TransformerConfig
@@ -135,11 +144,12 @@ class SequenceModule(ExperimentModule):
         self.families = list(family_names)
         self.phases = sorted(set(family_phases))
         self.family_phase = torch.tensor(family_phases)
-        # after the full window, per family: accuracy, distance; and the val loss
+        # every prefix per family (and the full window), on the validation and held-out
+        # sets; and the val loss
         self.val_loss = torchmetrics.MeanMetric()
-        self.val_acc = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
-        self.val_distance = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
-        self.val_ce = nn.ModuleList(torchmetrics.MeanMetric() for _ in self.families)
+        first = fixed_after(self.families)
+        self.val_scores = PrefixScores(first, max_len)
+        self.heldout_scores = PrefixScores(first, max_len)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
@@ -178,51 +188,36 @@ class SequenceModule(ExperimentModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["seq"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0: the validation set (``val/loss`` and the scores); loader 1: the
+        held-out parameters (scores only)."""
         loss, logits = self.loss(batch)
         seq, valid, family = batch["seq"], batch["valid"], batch["family"]
-        B = seq.shape[0]
-        self.val_loss(loss, weight=B)
-        last = valid[:, 1:].long().cumsum(1).argmax(1)  # (B,) the prediction after the window
-        final = logits[torch.arange(B), last]  # (B, 256) after the full window
-        true = seq[:, 1:].gather(1, last[:, None]).squeeze(1)
-        pred = final.argmax(-1)
-        correct, distance = (pred == true).float(), (pred - true).abs().float()
-        ce = F.cross_entropy(final, true, reduction="none")
-        for f in family.unique().tolist():
-            rows = family == f
-            self.val_acc[f](correct[rows])
-            self.val_distance[f](distance[rows])
-            self.val_ce[f](ce[rows])
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=B)
+        scores = self.val_scores if dataloader_idx == 0 else self.heldout_scores
+        scores.update(logits, seq, valid, family)
+        if dataloader_idx == 0:
+            B = seq.shape[0]
+            self.val_loss(loss, weight=B)
+            self.log(
+                "val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=B,
+                add_dataloader_idx=False,
+            )  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
-        def per_family(metrics) -> torch.Tensor:  # (F,), nan for a family never seen
-            nan = torch.tensor(float("nan"), device=self.device)
-            return torch.stack([m.compute() if m.update_count else nan for m in metrics])
-
-        acc, distance, ce = (per_family(m) for m in (self.val_acc, self.val_distance, self.val_ce))
-        for metric in (*self.val_acc, *self.val_distance, *self.val_ce):
-            metric.reset()
         # families are equally represented in validation: plain means over families (nan:
         # a family no batch held, e.g. under fast_dev_run or limit_val_batches)
-        logs = {
-            "val/acc": acc.nanmean(),
-            "val/distance": distance.nanmean(),
-            "val/ce": ce.nanmean(),
-        }
-        phase_of = self.family_phase.to(acc.device)
-        for p in self.phases:
-            logs[f"val/acc_phase{p}"] = acc[phase_of == p].nanmean()
-            logs[f"val/distance_phase{p}"] = distance[phase_of == p].nanmean()
-            logs[f"val/ce_phase{p}"] = ce[phase_of == p].nanmean()
-        for name, a, d, c in zip(self.families, acc, distance, ce, strict=True):
-            logs[f"val_family/acc_{name}"] = a
-            logs[f"val_family/distance_{name}"] = d
-            logs[f"val_family/ce_{name}"] = c
+        logs = summary(self.val_scores.compute(), self.families, self.family_phase.tolist())
+        self.val_scores.reset()
+        if self.heldout_scores.update_count:
+            held = self.heldout_scores.compute()
+            logs |= summary(
+                held, self.families, self.family_phase.tolist(), "val/heldout_", "val_heldout/",
+                family_kinds=("acc",),
+            )  # fmt: skip
+            self.heldout_scores.reset()
         logs |= {
             "val/random_acc": RANDOM_ACC,
             "val/random_distance": RANDOM_DISTANCE,
             "val/random_loss": RANDOM_LOSS,
         }
-        self.log_dict(logs)
+        self.log_dict(logs, add_dataloader_idx=False)
