@@ -10,7 +10,10 @@
 * ``num_parameters`` (of the network), logged with the run's settings when fit starts;
 * ``run_name`` (a ``RunName`` template) and ``monitor`` (the metric that picks the best
   checkpoint, and ``min`` or ``max``): the CLI's default ``RunName`` and ``ModelCheckpoint``
-  read them when a config lists none, so configs need not repeat them.
+  read them when a config lists none, so configs need not repeat them;
+* ``compile`` (every module's argument, off by default): the network's units compiled with
+  ``torch.compile`` in place before the Trainer runs (``configure_model``; by hand:
+  ``compile_network()``). See ``lit_loops.compile``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import lightning as L
 from torch import nn
 
 from lit_loops.checks import check
+from lit_loops.compile import compile_network
 from lit_loops.nn import num_parameters
 from lit_loops.optim import OptimConfig, configure_optimizer
 
@@ -41,12 +45,29 @@ def config_of(cls: type[C], value: Any, default: C | None = None, name: str = ""
 
 
 class ExperimentModule(L.LightningModule):
-    """Subclasses set ``self.model`` and ``self.optim`` in ``__init__`` (see the module docs)."""
+    """Subclasses set ``self.model`` and ``self.optim`` in ``__init__`` (see the module docs)
+    and pass their ``compile`` argument on: ``super().__init__(compile=compile)``."""
 
     model: nn.Module
     optim: OptimConfig
     run_name: str = "{experiment}"
     monitor: tuple[str, str] = ("val/loss", "min")
+
+    def __init__(self, compile: bool = False) -> None:
+        super().__init__()
+        check(isinstance(compile, bool), "compile", compile, "must be true or false")
+        self.compile_requested = compile
+
+    def configure_model(self) -> None:
+        # Lightning calls this before fit / validate / test / predict (and before
+        # configure_optimizers): the network is compiled once, in place
+        if self.compile_requested:
+            self.compile_network()
+
+    def compile_network(self) -> list[str]:
+        """Compiles the network's units in place (``lit_loops.compile``; a second call does
+        nothing new); returns their names."""
+        return compile_network(self.model)
 
     def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
         # the caller's frame, as Lightning would read it had it been called directly

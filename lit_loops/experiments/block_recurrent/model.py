@@ -242,6 +242,46 @@ class BlockRecurrentLayer(nn.Module):
         self.to_out = nn.Linear(inner * (1 + num_reads), dim, bias=False)
         self.ff = FeedForward(dim, ff_mult)
 
+    def forward(
+        self,
+        x: torch.Tensor,
+        tables: tuple,
+        past_keys: torch.Tensor | None,
+        past_values: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        reads: tuple = (),
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer on a piece of tokens ``x (B, n, D)`` of the current block, whose
+        positions' rotary ``tables`` are given (each ``(n, Dh)``), after the rotated keys
+        and the values seen before in this block and the XL memory (``past_keys``,
+        ``past_values``: ``(B, P, Dh)`` or None); ``mask`` (n, P + n) or None; ``reads``:
+        ``(StateCell, prepared states)`` pairs read at this layer.
+
+        Returns ``(x, k, keys, values)``: the layer's output (B, n, D), the piece's
+        pre-rotary keys (B, n, Dh), and the rotated keys / values so far (B, P + n, Dh).
+        The unit ``torch.compile`` compiles (``lit_loops.compile``): one call per layer and
+        piece, whatever the number of blocks."""
+        B, n, _ = x.shape
+        h = self.norm(x)
+        q = self.to_q(h).view(B, n, self.heads, self.dim_head)  # (B, n, H, Dh)
+        k, v = self.to_kv(h).chunk(2, dim=-1)  # (B, n, Dh) each, single-headed
+        k_rot = Rotary.rotate(k, tables, key=True)
+        if past_keys is not None:
+            k_rot = torch.cat([past_keys, k_rot], dim=1)
+            v = torch.cat([past_values, v], dim=1)
+        q = Rotary.rotate(q, [None if t is None else t[:, None] for t in tables])  # (n, 1, Dh)
+        keys, scale = k_rot, None
+        if self.qk_norm is not None:
+            q, keys = self.qk_norm(q, keys)
+            scale = QKNorm.scale
+        out = multi_query_attention(q, keys, v, mask, scale)
+        parts = [out]  # (B, n, H*Dh)
+        for cell, prepared in reads:
+            parts.append(cell.read(h, prepared))
+        x = x + self.to_out(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
+        x = x + self.ff(x)
+        return x, k, k_rot, v
+
 
 class RecurrentCache:
     """Where a stream of tokens stands: per layer the XL memory (pre-rotary, ``(2, B, M,
@@ -542,35 +582,22 @@ class BlockRecurrentTransformer(nn.Module):
 
     def _piece(self, x: torch.Tensor, cache: RecurrentCache) -> torch.Tensor:
         """Embedded tokens ``x (B, n, D)`` that fit in the current block -> (B, n, D)."""
-        B, n, _ = x.shape
+        n = x.shape[1]
         start = cache.memory_length + cache.filled  # the first new token's position
-        q_tables = self.rotary.tables(start, start + n)  # each (n, Dh)
-        q_heads = [None if t is None else t[:, None] for t in q_tables]  # (n, 1, Dh)
+        tables = self.rotary.tables(start, start + n)  # each (n, Dh)
         mask = causal_mask(n, start + n, x.device)  # every layer sees memory + block so far
         for i, layer in enumerate(self.layers):
-            h = layer.norm(x)
-            q = layer.to_q(h).view(B, n, layer.heads, layer.dim_head)  # (B, n, H, Dh)
-            k, v = layer.to_kv(h).chunk(2, dim=-1)  # (B, n, Dh) each, single-headed
+            reads = tuple(
+                (self.cells[r], cache.prepared[r])
+                for r, read_at in enumerate(self.read_layer)
+                if read_at == i
+            )
+            x, k, cache.keys[i], cache.values[i] = layer(
+                x, tables, cache.keys[i], cache.values[i], mask, reads
+            )  # keys / values: (B, M + filled + n, Dh)
             cache.block_k[i] = (
                 k if cache.block_k[i] is None else torch.cat([cache.block_k[i], k], 1)
             )
-            k_rot = Rotary.rotate(k, q_tables, key=True)
-            if cache.keys[i] is not None:
-                k_rot = torch.cat([cache.keys[i], k_rot], dim=1)
-                v = torch.cat([cache.values[i], v], dim=1)
-            cache.keys[i], cache.values[i] = k_rot, v  # (B, M + filled + n, Dh)
-            q = Rotary.rotate(q, q_heads)
-            keys, scale = k_rot, None
-            if layer.qk_norm is not None:
-                q, keys = layer.qk_norm(q, keys)
-                scale = QKNorm.scale
-            out = multi_query_attention(q, keys, v, mask, scale)
-            parts = [out]  # (B, n, H*Dh)
-            for r, read_at in enumerate(self.read_layer):
-                if read_at == i:
-                    parts.append(self.cells[r].read(h, cache.prepared[r]))
-            x = x + layer.to_out(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
-            x = x + layer.ff(x)
         cache.filled += n
         return x
 

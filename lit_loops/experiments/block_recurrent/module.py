@@ -44,6 +44,7 @@ class BlockRecurrentModule(ExperimentModule):
         segment with this probability (training only).
     optim: ``lit_loops.optim`` (the seed's enwik8 recipe: Adam 1e-4).
     accumulate_grad_batches, gradient_clip_val: see the module docs (the seed: 4, 0.5).
+    compile: compile the network's layers with ``torch.compile`` (``lit_loops.compile``).
     """
 
     run_name = "block_recurrent_{source}_d{dim}_L{depth}_w{block_width}_r{recurrent_layers}"
@@ -66,8 +67,9 @@ class BlockRecurrentModule(ExperimentModule):
         optim: OptimConfig = OptimConfig(optimizer="adam", lr=1e-4),
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
+        compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(compile=compile)
         check_data_decided(num_tokens=num_tokens, sample_len=sample_len)
         check(
             isinstance(accumulate_grad_batches, int) and accumulate_grad_batches >= 1,

@@ -61,6 +61,7 @@ class ICLModule(ExperimentModule):
             from step 0 can keep a small-batch run on its initial plateau (measured:
             RESULTS.md); learning at ``b`` first and lengthening the loops later avoids it.
         optim: see ``lit_loops.optim`` (the papers: Adam, 1e-4, constant).
+        compile: compile the network's blocks with ``torch.compile`` (``lit_loops.compile``).
     """
 
     monitor = ("val/nse_last", "min")
@@ -91,8 +92,9 @@ class ICLModule(ExperimentModule):
         loops_extra: int = 0,
         loops_extra_warmup: int = 0,
         optim: OptimConfig = OptimConfig(optimizer="adam", lr=1e-4),
+        compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(compile=compile)
         check_data_decided(n_dims=n_dims, n_points=n_points)
         check_positive_int("loops", loops)
         check_positive_int("loop_window", loop_window)

@@ -27,6 +27,7 @@ class OOCLModule(ExperimentModule):
         net: the causal transformer (token read-in, learned positions, linear unembedding).
         tie_embeddings: the unembedding is the token embedding transposed (GPT-2).
         optim: AdamW (0.9, 0.98), weight decay 1.0, 10 warmup steps, constant.
+        compile: compile the network's blocks with ``torch.compile`` (``lit_loops.compile``).
     """
 
     run_name = "oocl_{op}_{p}_{holdout1}_{holdout2}_{k1}_{k2}_{k3}"
@@ -43,8 +44,9 @@ class OOCLModule(ExperimentModule):
         net: TransformerConfig = TransformerConfig(d_model=128, n_layers=2, n_heads=4, d_mlp=512),
         tie_embeddings: bool = False,
         optim: OptimConfig = OptimConfig(betas=(0.9, 0.98), weight_decay=1.0, warmup_steps=10),
+        compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(compile=compile)
         check_data_decided(vocab_size=vocab_size, seq_len=seq_len)
         for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
             check_float(name, k, 0.0)

@@ -99,6 +99,7 @@ class SequenceModule(ExperimentModule):
         optim: AdamW (0.9, 0.999), weight decay 0.01, 5000 warmup steps, cosine to 1e-6
             by default (see ``lit_loops.optim``). Gradient clipping is the trainer's
             (``gradient_clip_val`` 1.0, ``gradient_clip_algorithm`` norm or value).
+        compile: compile the network's blocks with ``torch.compile`` (``lit_loops.compile``).
     """
 
     run_name = "sequences_w{window}_{embedding}_d{d_model}_L{n_layers}_{loss}"
@@ -121,8 +122,9 @@ class SequenceModule(ExperimentModule):
         optim: OptimConfig = OptimConfig(
             weight_decay=0.01, warmup_steps=5000, schedule="cosine", min_lr=1e-6
         ),
+        compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(compile=compile)
         check_data_decided(max_len=max_len)
         check(
             family_names is not None

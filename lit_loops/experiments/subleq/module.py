@@ -50,6 +50,7 @@ class SubleqModule(ExperimentModule):
             PC); other bits weigh 1. The loss is the weighted mean over the scored bits
             (``batch["mask"]``: not the work area).
         optim: ``lit_loops.optim`` (AdamW 1e-3, weight decay 0.01, 100 warmup steps, cosine).
+        compile: compile the network's blocks with ``torch.compile`` (``lit_loops.compile``).
     """
 
     run_name = "subleq_n{n}_N{N}_L{n_layers}_{loss}"
@@ -66,8 +67,9 @@ class SubleqModule(ExperimentModule):
         loss: str = "bce",
         changed_weight: float = 1.0,
         optim: OptimConfig = OptimConfig(weight_decay=0.01, warmup_steps=100, schedule="cosine"),
+        compile: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(compile=compile)
         check_data_decided(n_tokens=n_tokens, d_state=d_state)
         scale = 1.0 if scale is None else scale
         check_float("scale", scale, 0.0, low_inclusive=False)
