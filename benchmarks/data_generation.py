@@ -3,10 +3,12 @@
 time to generate one training batch over the time of one training step on it, both on
 one thread in the same fresh process.
 
-* generation: the config's batch maker (the ``make_batch`` of its training stream,
-  ``lit_loops.data.OnTheFlyBatches``, with the stream's own per-step generator), median
-  of 20 calls at the last 20 steps of the config's run (so a curriculum is at its final
-  mix); for ICL, whose stream carries only a seed and the curriculum's sizes, the
+* generation: the config's training stream (``lit_loops.data.OnTheFlyBatches``, its
+  batch maker called with the stream's own per-step generators), the median over 20 of
+  its batches at the last steps of the config's run (so a curriculum is at its final mix);
+  a stream that draws several steps in one call (the sequences' ``MultiStepBatches``, 8
+  steps a call) is timed a call at a time, divided by its steps, over at least 5 calls;
+  for ICL, whose stream carries only a seed and the curriculum's sizes, the
   ``materialize`` call that draws the prompts counts as generation too;
 * step: a real ``lightning.Trainer`` on the config's model and data (its own callbacks
   and logger stripped, its precision and gradient clipping kept), the time from
@@ -121,21 +123,35 @@ class scratch:
         self.tmp.cleanup()
 
 
-def step_timer(warmup: int = 0, steps: int | None = None, min_seconds: float = 0.0):
+def step_timer(
+    warmup: int = 0, steps: int | None = None, min_seconds: float = 0.0, sync: bool = False
+):
     """A callback recording each training batch's time (perf_counter from
-    ``on_train_batch_start`` to ``on_train_batch_end``); with ``steps``, it stops the run
-    once ``steps`` batches after ``warmup`` are timed and they add up to ``min_seconds``."""
+    ``on_train_batch_start`` to ``on_train_batch_end``; ``sync``: after a
+    ``torch.cuda.synchronize``, so that a GPU's queued work is in the batch that queued
+    it) and the graphs ``torch.compile`` had made by then (``graphs``: a count that grows
+    during the timed steps means they recompiled); with ``steps``, it stops the run once
+    ``steps`` batches after ``warmup`` are timed and they add up to ``min_seconds``."""
     import lightning as L
+    import torch
+
+    from lit_loops.compile import compile_counts
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.graphs: list[int] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if sync:
+                torch.cuda.synchronize()
             self.t = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if sync:
+                torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.t)
+            self.graphs.append(compile_counts()["unique_graphs"])
             timed = self.times[warmup:]
             if steps is not None and len(timed) >= steps and sum(timed) >= min_seconds:
                 trainer.should_stop = True
@@ -169,21 +185,27 @@ def fit(cli, batches: int, callbacks: list, accelerator: str = "cpu") -> None:
 
 
 def generation_s(cli, calls: int = 20) -> list[float]:
-    """Seconds per generated batch, ``calls`` batches at the last steps of the run."""
-    from lit_loops.data import generator_for
-
+    """Seconds per generated batch at the last steps of the run, as the training stream
+    makes them (its own iteration and per-step generators); a stream that draws several
+    steps in one call (``steps_per_call``, the sequences' ``MultiStepBatches``) is timed a
+    call at a time and divided by its steps. At least ``calls`` batches, 5 calls."""
     dm = cli.datamodule
     dm.setup("fit")
     stream = dm.train_dataloader().dataset
+    k = getattr(stream, "steps_per_call", 1)
+    groups = max(5, -(-calls // k))
     materialize = getattr(dm, "materialize", None)
-    last = max(int(cli.trainer.max_steps or 0), calls)
+    last = max(int(cli.trainer.max_steps or 0), (groups + 1) * k)
+    stream.start_step = last - (groups + 1) * k  # one extra call first: warm-up
+    batches = iter(stream)
     times = []
-    for step in range(last - calls - 1, last):  # one extra call first: warm-up
+    for _ in range(groups + 1):
         t = time.perf_counter()
-        batch = stream.make_batch(generator_for(stream.seed, 0, step), step)
-        if materialize is not None:
-            batch = materialize(batch, "cpu")
-        times.append(time.perf_counter() - t)
+        for _ in range(k):
+            batch = next(batches)
+            if materialize is not None:
+                batch = materialize(batch, "cpu")
+        times.append((time.perf_counter() - t) / k)
     return times[1:]
 
 
@@ -247,27 +269,25 @@ def run(repeats: int = 3, quick: bool = False) -> dict:
 
 
 NOTES = """
-The one miss is ``sequences/paper.yaml`` (2.3-4.0 % in five quick measurements), and not
-because its generator is slow: the design document's model has 1,160 parameters
-(d_model 2, 2 layers, 1 head, feed-forward 32), so its whole step is about 5.5 ms of
-per-call overhead. A ``torch.profiler`` run over 50 of its steps: about 2.7 ms per step of
-Python outside any torch op (Lightning's closure, AdamW, the module), about 1 ms for the
-256-way log-softmax forward and backward, about 150 small copies, 0.5 ms of matrix
-products. Its generator takes 0.16 ms per batch, all dispatch overhead: about 40 ops on
-64 x 9 integers at about 3 us each (the phase draw 0.015 ms, the per-phase family loop
-0.027 ms, the bank lookup 0.022 ms, the phase table built per call 0.009 ms, the per-step
-seed 0.011 ms, the mask, dict and calls the rest). The same generator is 0.27 % of the CPU
-config's 90 ms step. Neither side grows with the batch at this size (512 rows: 0.24 ms),
-so what would close it is fewer generator calls, not faster ops: a maker that draws 8
-steps' rows in one call and splits them (0.24 ms for 512 rows, measured: 0.03 ms per batch,
-about 0.5 % of the step), or a DataLoader worker on a machine with a core to spare, which
-takes generation off the step's path. Trimming ops alone (one gather from a padded
-phase x family table instead of the per-phase loop, the phase table cached) saves about
-0.03 ms: about 2.4 %, not enough. Every other config is at least 3x under the target, most
-by 50x or more; the paper configs' generators grow less than linearly with the batch
-(SUBLEQ 0.65 ms at batch 2 against 2.5 ms at its 256; ICL ReLU-net 0.22 ms at 4 against
-2.4 ms at its 64) while their steps grow about linearly, so at their own batch the ratio
-is smaller still.
+``sequences/paper.yaml`` was the one miss (2.3-4.0 % in five quick measurements), not
+because its generator was slow: the design document's model has 1,160 parameters (d_model
+2, 2 layers, 1 head, feed-forward 32), so its whole step is 3-6 ms of per-call overhead
+(Python outside any torch op, the 256-way log-softmax, small copies), and its generator
+took 0.16 ms a batch, all dispatch overhead: about 40 ops on 64 x 9 integers at about 3 us
+each, most of them not random draws (the phase lookup, the per-phase family loop, the bank
+lookup, the phase table, the mask). What closed it: the training stream now draws 8 steps
+in one call (``MultiStepBatches`` and ``SequenceBatchMaker.batches``, in the sequences'
+``data.py``). Each step still has its own ``(seed, rank, step)`` generator making the same
+draws in the same order (the phases, each phase's families, the bank rows: 3 or 4 small
+random draws a step), so the stream is the same batch for batch (tested against the
+one-step maker, through the curriculum's transitions, from a resumed step and with
+workers); everything between the draws is done once for the 8 steps' rows. Measured: 0.04
+ms a batch (0.09 ms one step a call, 0.16 ms before), about 1.2 % of its step. Every other
+config is at least 3x under the target (the SUBLEQ CPU configs, about 0.5 %), most by 50x
+or more; the paper configs' generators grow less than linearly with the batch (SUBLEQ 0.65
+ms at batch 2 against 2.5 ms at its 256; ICL ReLU-net 0.22 ms at 4 against 2.4 ms at its
+64) while their steps grow about linearly, so at their own batch the ratio is smaller
+still.
 """
 
 

@@ -4,7 +4,8 @@ A family lists every parameter set it can draw with its probability (``Family.su
 so ``family_bank`` computes all its sequences at a length once (~240k for all families at
 L = 17: 4 MiB of uint8 and 2 MiB of probabilities, built in ~0.1 s), and
 ``generate_rows`` draws a whole batch of any families from the stacked banks in a few
-torch ops (~30-70 us for 64-256 rows, whatever the number of families).
+torch ops (~30-70 us for 64-256 rows, whatever the number of families); ``rows_for`` does
+the same from given uniform draws, for several steps' rows at once.
 
 A bank has a ``small_share`` (the share of draws with small start values, see
 ``families.py``) and a ``split``: ``all`` the family's every parameter set, ``train`` those
@@ -116,9 +117,22 @@ def generate_rows(
     """``(B, length)`` int64 sequences in 0..255, row ``i`` drawn from the bank of family
     ``names[family[i]]`` (``family_bank(..., small_share, split)``) for family indices
     ``family (B,)``, by its probabilities."""
+    u = torch.rand(family.shape[0], generator=g, dtype=torch.float64)
+    return rows_for(names, family, u, length, small_share, split)
+
+
+def rows_for(
+    names: Sequence[str],
+    family: torch.Tensor,
+    u: torch.Tensor,
+    length: int,
+    small_share: float = 0.0,
+    split: str = "all",
+) -> torch.Tensor:
+    """``generate_rows`` given its uniform draws ``u`` (B,) float64 in [0, 1), one a row:
+    several steps' rows drawn in one call (``SequenceBatchMaker.batches``)."""
     if not names:
         raise ValueError("names must name at least one family")
     seqs, cdf = _mixture_bank(tuple(names), length, float(small_share), split)
     # family i's rows cover (i, i + 1] of cdf: i + u with u uniform in [0, 1) picks one
-    u = family + torch.rand(family.shape[0], generator=g, dtype=torch.float64)
-    return seqs[torch.searchsorted(cdf, u, right=True)].long()
+    return seqs[torch.searchsorted(cdf, family + u, right=True)].long()

@@ -21,18 +21,29 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from torch.utils.data import get_worker_info
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int
-from lit_loops.data import fixed_loader, train_stream
-from lit_loops.experiments.sequences.banks import family_bank, generate_rows
+from lit_loops.data import (
+    OnTheFlyBatches,
+    fixed_loader,
+    generator_for,
+    stream_loader,
+    trainer_rank_and_step,
+)
+from lit_loops.experiments.sequences.banks import family_bank, generate_rows, rows_for
 from lit_loops.experiments.sequences.families import FAMILIES
 from lit_loops.schedules import PhaseSchedule
 
 PHASE_NAMES = ("phase1", "phase2", "phase3")
 
 
+STEPS_PER_CALL = 8  # training steps the stream draws in one call of the batch maker
+
+
 class SequenceBatchMaker:
-    """Picklable ``make(generator, step) -> batch`` for the training stream."""
+    """Picklable ``make(generator, step) -> batch`` for the training stream; ``batches``
+    makes several steps' batches in one call (``MultiStepBatches``), the same ones."""
 
     def __init__(
         self,
@@ -53,18 +64,98 @@ class SequenceBatchMaker:
             torch.tensor([i for i, f in enumerate(families) if FAMILIES[f].phase == p])
             for p in phases
         ]
+        # the same as a table, (P, most members) padded with 0: [phase, draw] -> family
+        self.members = torch.zeros(
+            len(phases), max(len(m) for m in self.by_phase), dtype=torch.long
+        )
+        for k, m in enumerate(self.by_phase):
+            self.members[k, : len(m)] = m
+        self.phase_of = torch.tensor([FAMILIES[name].phase for name in families])
+        self._mix: tuple[float, torch.Tensor] | None = None  # (position, cumulative mix)
 
     def __call__(self, g: torch.Generator, step: int = 0) -> dict:
-        B, length = self.batch_size, self.length
-        phase = self.schedule.sample(step, B, g)  # (B,) index into the schedule's phases
-        family = torch.empty(B, dtype=torch.long)
-        for p, members in enumerate(self.by_phase):
-            rows = phase == p
-            if rows.any():
-                family[rows] = members[torch.randint(len(members), (int(rows.sum()),), generator=g)]
-        return make_batch(
-            self.families, family, g, length, self.min_terms, self.small_share, self.split
+        return self.batches([g], [step])[0]
+
+    def cumulative_mix(self, step: int) -> torch.Tensor:
+        """``schedule.mix(step).cumsum(0)`` (the phase draw's table), kept while the
+        schedule's position stays (every step outside the transitions)."""
+        position = self.schedule.position(step)
+        if self._mix is None or self._mix[0] != position:
+            self._mix = (position, self.schedule.mix(step).cumsum(0))
+        return self._mix[1]
+
+    def batches(self, generators: list[torch.Generator], steps: list[int]) -> list[dict]:
+        """The batches of ``steps``, step ``steps[i]`` drawn from ``generators[i]``: each
+        generator makes the same draws in the same order as ``PhaseSchedule.sample`` and
+        ``make_batch`` would for its step alone (the phases, each phase's families, the
+        bank rows, the kept lengths), so the batches are those of one call per step; the
+        work between the draws (the phase lookup, the families, the bank gather, the
+        masks) is done once for all the steps' rows."""
+        B, L, n, P = self.batch_size, self.length, len(steps), len(self.by_phase)
+        # the phases: u * the mix's total, looked up in each step's cumulative mix
+        cumulative = torch.stack([self.cumulative_mix(s) for s in steps])  # (n, P)
+        u = torch.stack([torch.rand(B, generator=g) for g in generators])
+        u = u * cumulative[:, -1:]
+        phase = torch.searchsorted(cumulative, u, right=True).clamp(max=P - 1)  # (n, B)
+        # the families: per step, per phase present, a uniform draw among its members for
+        # its rows in order; the rows sorted by (step, phase) take the draws in that order
+        counts = torch.nn.functional.one_hot(phase, P).sum(1).tolist()  # (n, P)
+        draws = [
+            torch.randint(len(self.by_phase[p]), (count,), generator=g)
+            for g, row in zip(generators, counts, strict=True)
+            for p, count in enumerate(row)
+            if count
+        ]
+        key = (phase + P * torch.arange(n)[:, None]).flatten()
+        order = torch.sort(key, stable=True).indices
+        family = torch.empty(n * B, dtype=torch.long)
+        family[order] = self.members[key[order] % P, torch.cat(draws)]
+        # the bank rows, then (variable length) the terms each row keeps
+        u = torch.cat([torch.rand(B, generator=g, dtype=torch.float64) for g in generators])
+        seq = rows_for(self.families, family, u, L, self.small_share, self.split)  # (nB, L)
+        valid = torch.ones(n * B, L, dtype=torch.bool)
+        if self.min_terms is not None:
+            keep = torch.cat(
+                [torch.randint(self.min_terms, L + 1, (B, 1), generator=g) for g in generators]
+            )
+            valid = torch.arange(L)[None, :] < keep
+            seq = seq.masked_fill(~valid, 0)
+        parts = (
+            t.view(n, B, *t.shape[1:]).unbind(0)
+            for t in (seq, valid, family, self.phase_of[family])
         )
+        return [
+            {"seq": s, "valid": v, "family": f, "phase": p}
+            for s, v, f, p in zip(*parts, strict=True)
+        ]
+
+
+class MultiStepBatches(OnTheFlyBatches):
+    """``OnTheFlyBatches`` whose maker draws ``steps_per_call`` of its steps in one call
+    (``SequenceBatchMaker.batches``), each from its own ``(seed, rank, step)`` generator:
+    the same stream, batch for batch (worker ``w`` of ``W`` still makes steps ``w, w + W,
+    ...``; a resumed run starts at its next step), at a fraction of the calls."""
+
+    def __init__(
+        self,
+        make_batch: SequenceBatchMaker,
+        seed: int,
+        rank: int = 0,
+        start_step: int = 0,
+        steps_per_call: int = STEPS_PER_CALL,
+    ) -> None:
+        super().__init__(make_batch, seed, rank, start_step)
+        self.steps_per_call = steps_per_call
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start_step + worker
+        while True:
+            steps = [step + i * num_workers for i in range(self.steps_per_call)]
+            generators = [generator_for(self.seed, self.rank, s) for s in steps]
+            yield from self.make_batch.batches(generators, steps)
+            step += self.steps_per_call * num_workers
 
 
 def make_batch(
@@ -190,7 +281,10 @@ class SequenceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return train_stream(self, self.batch_maker())
+        # lit_loops.data.train_stream's loader, the maker called once per STEPS_PER_CALL steps
+        rank, step = trainer_rank_and_step(self)
+        stream = MultiStepBatches(self.batch_maker(), self.hparams.seed, rank, start_step=step)
+        return stream_loader(stream, self.hparams.num_workers)
 
     def val_batches(self) -> list[dict]:
         """``val_per_family`` full-length sequences of every family, one batch per family."""
