@@ -8,7 +8,7 @@ CONFIG ?= configs/oocl/cpu.yaml
 ARGS   ?=
 BIN     = $(VENV)/bin
 
-.PHONY: install run test test-full lint fit validate sweep bench bench-deps clean
+.PHONY: install run test test-full lint fit validate sweep bench bench-deps bench-gpu clean
 
 $(BIN)/lit-loops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,9 @@ sweep: install
 # Hugging Face transformers (GPT2Model, ICL), TransformerLens (OOCL; 4.x dropped HookedTransformer)
 # and the block-recurrent
 # package (without its memorizing-transformers dependency, which it does not import).
-# pandas < 3: pandas 3 needs numpy 2, and the sweep engine (sweeps) pins numpy < 2
-BENCH_DEPS = einops beartype transformers "transformer-lens<4" better-abc "pandas<3"
+# pandas < 3 and pyarrow < 21 (TransformerLens imports datasets, datasets pyarrow): both
+# need numpy 2 from there on, and the sweep engine (sweeps) pins numpy < 2
+BENCH_DEPS = einops beartype transformers "transformer-lens<4" better-abc "pandas<3" "pyarrow<21"
 bench-deps: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(BENCH_DEPS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps block-recurrent-transformer-pytorch==0.4.4
@@ -63,6 +64,12 @@ bench-deps: install
 BENCH_ARGS ?=
 bench: bench-deps
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The GPU section alone: every paper config's steps/s and peak memory under bf16-mixed,
+# eager and compiled, in at most 10 minutes (BENCHMARKS.md's gpu section). Needs a CUDA
+# build of torch (make install TORCH=..., above); without a GPU it says so and succeeds.
+bench-gpu: install
+	$(BIN)/python -m benchmarks.run --only gpu
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

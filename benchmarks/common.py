@@ -46,8 +46,16 @@ def config_stacks() -> dict[str, list[Path]]:
     return stacks
 
 
-def measure(module: str, fn: str, repeats: int = 3, threads: int = 1, **kwargs) -> list[dict]:
-    """``repeats`` results of ``module.fn(**kwargs)``, each from a fresh process."""
+def measure(
+    module: str,
+    fn: str,
+    repeats: int = 3,
+    threads: int = 1,
+    timeout: float | None = None,
+    **kwargs,
+) -> list[dict]:
+    """``repeats`` results of ``module.fn(**kwargs)``, each from a fresh process (killed
+    after ``timeout`` seconds: ``subprocess.TimeoutExpired``)."""
     code = (
         "import json, sys, torch;"
         f"torch.set_num_threads({threads});"
@@ -63,6 +71,7 @@ def measure(module: str, fn: str, repeats: int = 3, threads: int = 1, **kwargs) 
             text=True,
             env=env,
             cwd=ROOT,
+            timeout=timeout,
         )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
         if proc.returncode != 0 or not lines:
@@ -80,6 +89,29 @@ def interleaved(calls: dict[str, tuple[str, str, dict]], repeats: int, threads: 
         for name, (module, fn, kwargs) in calls.items():
             results[name] += measure(module, fn, 1, threads, **kwargs)
     return results
+
+
+def fresh_compile_cache() -> str:
+    """Points this process's ``torch.compile`` caches (inductor's kernels, FX graphs,
+    AOTAutograd) at a new empty folder, removed at exit: a compiled measurement compiles
+    from scratch, so its compile time is a first run's, whatever ran on the machine before.
+    Call it before the first compile."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="lit_loops_inductor_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def steady_and_warmup(times: list[float], warmup: int) -> tuple[float, float]:
+    """(the median step after ``warmup`` steps, the seconds the warm-up steps took beyond
+    that many steady ones): with ``compile`` on, the second is the compile time (the
+    first steps trace and compile; the timed ones never include it)."""
+    step = statistics.median(times[warmup:])
+    return step, max(0.0, sum(times[:warmup]) - warmup * step)
 
 
 def spread(values: list[float]) -> dict:

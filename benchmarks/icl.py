@@ -3,8 +3,11 @@
 linear read-in, ``GPT2Model(inputs_embeds=...)``, a linear read-out; the looped one calls
 a 1-layer GPT2Model once per loop on ``output + embeds``, the loops before the last T
 without gradient. Same shapes (128 wide, 4 heads, d = 20, 41 points, batch 64), same
-Adam, one training step = forward + backward + optimizer step on a fixed batch.
-``transformers`` is installed by ``make bench`` only.
+Adam, one training step = forward + backward + optimizer step on a fixed batch; ours
+eager and compiled (``compile: true``: its blocks compiled by ``torch.compile``,
+``lit_loops.compile``; the first steps compile, their extra time is the compile time, and
+the timed steps come after them). The contenders take turns, each repeat a fresh process
+each. ``transformers`` is installed by ``make bench`` only.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.common import fmt, measure, ratio, summarise
+from benchmarks.common import (
+    fmt,
+    fresh_compile_cache,
+    interleaved,
+    ratio,
+    steady_and_warmup,
+    summarise,
+)
 
 D, POINTS, BATCH, WIDTH, HEADS = 20, 41, 64, 128, 4
 STANDARD_LAYERS, LOOPS, WINDOW = 6, 12, 6
+CONTENDERS = ("ours", "ours_compiled", "gpt2")
+TARGETS = {"standard": 1.3, "looped": 1.8}
 
 
 class GPT2Prompt(nn.Module):
@@ -59,7 +71,8 @@ class GPT2Prompt(nn.Module):
         return preds
 
 
-def ours(layers: int, loops: int = 1, window: int = 1) -> nn.Module:
+def ours(layers: int, loops: int = 1, window: int = 1, compile: bool = False) -> nn.Module:
+    from lit_loops.compile import compile_network
     from lit_loops.experiments.icl.module import prompt_model
     from lit_loops.nn import TransformerConfig
 
@@ -67,6 +80,9 @@ def ours(layers: int, loops: int = 1, window: int = 1) -> nn.Module:
         d_model=WIDTH, n_layers=layers, n_heads=HEADS, d_mlp=4 * WIDTH, activation="gelu"
     )
     model = prompt_model(cfg, D, POINTS)
+    if compile:
+        fresh_compile_cache()
+        compile_network(model)
 
     class Looped(nn.Module):  # the same call signature as GPT2Prompt
         def __init__(self) -> None:
@@ -80,10 +96,17 @@ def ours(layers: int, loops: int = 1, window: int = 1) -> nn.Module:
     return Looped()
 
 
-def train(which: str, looped: bool, steps: int = 3, warmup: int = 1) -> dict:
+def train(which: str, looped: bool, steps: int = 3, warmup: int | None = None) -> dict:
+    """Steps/s (1 / the median step after ``warmup``: 1, 2 compiled) and the warm-up's
+    extra seconds (the compile time) of ``ours``, ``ours_compiled`` or ``gpt2``."""
+    if warmup is None:
+        warmup = 2 if which == "ours_compiled" else 1
     torch.manual_seed(0)
     args = (1, LOOPS, WINDOW) if looped else (STANDARD_LAYERS,)
-    model = GPT2Prompt(*args) if which == "gpt2" else ours(*args)
+    if which == "gpt2":
+        model = GPT2Prompt(*args)
+    else:
+        model = ours(*args, compile=which == "ours_compiled")
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     zs = torch.randn(BATCH, 2 * POINTS, D)
     ys = torch.randn(BATCH, POINTS)
@@ -96,10 +119,10 @@ def train(which: str, looped: bool, steps: int = 3, warmup: int = 1) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-    step = sorted(times[warmup:])[len(times[warmup:]) // 2]
+    step, compile_s = steady_and_warmup(times, warmup)
     # GPT2Model also holds a token embedding (50257 x 128) it never uses with inputs_embeds
     used = [p for n, p in model.named_parameters() if not n.endswith("wte.weight")]
-    return {"steps_per_s": 1 / step, "params": sum(p.numel() for p in used)}
+    return {"steps_per_s": 1 / step, "compile_s": compile_s, "params": sum(p.numel() for p in used)}
 
 
 def run(repeats: int = 3, quick: bool = False) -> dict:
@@ -108,28 +131,69 @@ def run(repeats: int = 3, quick: bool = False) -> dict:
                             standard_layers=STANDARD_LAYERS, loops=LOOPS, window=WINDOW)}  # fmt: skip
     for looped in (False, True):
         name = "looped" if looped else "standard"
-        a = measure("benchmarks.icl", "train", r, which="ours", looped=looped)
-        b = measure("benchmarks.icl", "train", r, which="gpt2", looped=looped)
-        out[name] = {
-            "ours": summarise(a, "steps_per_s"),
-            "gpt2": summarise(b, "steps_per_s"),
-            "params": {"ours": a[0]["params"], "gpt2": b[0]["params"]},
-        }
-        out[name]["ratio"] = ratio(out[name]["ours"], out[name]["gpt2"])
+        calls = {w: ("benchmarks.icl", "train", {"which": w, "looped": looped}) for w in CONTENDERS}
+        results = interleaved(calls, r)
+        o = out[name] = {w: summarise(results[w], "steps_per_s") for w in CONTENDERS}
+        o["compile_s"] = summarise(results["ours_compiled"], "compile_s")
+        o["params"] = {"ours": results["ours"][0]["params"], "gpt2": results["gpt2"][0]["params"]}
+        o["ratio"] = ratio(o["ours"], o["gpt2"])
+        o["ratio_compiled"] = ratio(o["ours_compiled"], o["gpt2"])
     return out
+
+
+NOTES = """
+Where the time goes (``torch.profiler``, two steps of each, one thread). Standard: matrix
+products take about 370 ms of our step (73 %), SDPA about 75 ms (15 %), GELU, layer norms,
+adds and copies the rest; GPT2Model runs the same matrix products (about 375 ms) plus its
+tanh-approximated GELU as separate multiplies, powers, adds and a tanh (about 180 ms, 27 %
+of its step). Looped: matrix products about 475 ms of ours (72 %) and 471 ms of
+GPT2Model's, SDPA about 95 ms, its GELU chain about 210 ms. Compiled (every block a unit:
+one graph for the passes with gradient, one for those without, whatever the loop count):
+inductor fuses GELU, the norms and the adds (about 7 % of our step) into its kernels, but
+adds graph calls and input copies of about the same size, so on this CPU the compiled
+step is within noise of the eager one (0.98-1.03x in quick runs).
+
+Missed: looped >= 1.8x. The matrix products alone are about 475 ms of both models' steps,
+so even with everything else free ours would be 828 / 475 = 1.74x GPT2Model's step: the
+target needs fewer or faster matrix products, not less overhead (bf16 on a CPU with AMX or
+AVX512-BF16, or a GPU: ``make bench-gpu``). Standard >= 1.3x is within reach in principle
+(the same bound is about 1.8x) and lands at 1.1-1.35x across runs on this shared machine:
+what separates us from GPT2Model is its unfused GELU, and what remains of ours is SDPA on
+82-token prompts with heads of 32 (about 40 GFLOP/s, against about 100 for the matrix
+products).
+"""
 
 
 def markdown(out: dict) -> str:
     lines = [
-        "| model | ours steps/s | GPT2Model steps/s | ratio | target |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | ours steps/s, eager | ours, compiled | compile s | GPT2Model steps/s | "
+        "ours eager / GPT2Model | ours compiled / GPT2Model | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, label in (
         ("standard", f"standard, {STANDARD_LAYERS} layers"),
         ("looped", f"looped, 1 layer, b = {LOOPS}, T = {WINDOW}"),
     ):
-        o = out[name]
+        o, target = out[name], TARGETS[name]
+        best = max(o["ratio"]["median"], o.get("ratio_compiled", {"median": 0})["median"])
+        ok = "met" if best >= target else "**missed**"
+        compiled = (
+            f"{fmt(o['ours_compiled'])} | {fmt(o['compile_s'], 1)}"
+            if "ours_compiled" in o
+            else "not measured | "
+        )
+        ratio_c = fmt(o["ratio_compiled"]) if "ratio_compiled" in o else ""
         lines.append(
-            f"| {label} | {fmt(o['ours'])} | {fmt(o['gpt2'])} | {fmt(o['ratio'])} | >= 1.0 |"
+            f"| {label} | {fmt(o['ours'])} | {compiled} | {fmt(o['gpt2'])} | {fmt(o['ratio'])} | "
+            f"{ratio_c} | >= {target} ({ok}) |"
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    result = run(quick="--quick" in sys.argv)
+    print(json.dumps(result, indent=1))
+    print(markdown(result))
