@@ -92,10 +92,11 @@ def interleaved(calls: dict[str, tuple[str, str, dict]], repeats: int, threads: 
 
 
 def fresh_compile_cache() -> str:
-    """Points this process's ``torch.compile`` caches (inductor's kernels, FX graphs,
-    AOTAutograd) at a new empty folder, removed at exit: a compiled measurement compiles
-    from scratch, so its compile time is a first run's, whatever ran on the machine before.
-    Call it before the first compile."""
+    """Points ``torch.compile``'s caches (inductor's kernels, FX graphs, AOTAutograd) of
+    this process and the measurements it starts at a new empty folder, removed at exit:
+    ``benchmarks.run`` calls it once, so every model's first compiled measurement in a run
+    compiles from scratch, whatever ran on the machine before, and its later repeats reuse
+    what the first compiled (``compile_times``)."""
     import atexit
     import shutil
     import tempfile
@@ -104,6 +105,26 @@ def fresh_compile_cache() -> str:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def compile_times(results: list[dict], key: str = "compile_s") -> dict:
+    """A compiled contender's compile seconds over its repeats: the first repeat's
+    (``empty_cache``: from an empty cache, in a ``benchmarks.run`` run) and the later ones'
+    (``cached``: inductor's on-disk cache from the first; None with one repeat)."""
+    rest = [r[key] for r in results[1:]]
+    return {"empty_cache": results[0][key], "cached": spread(rest) if rest else None}
+
+
+def fmt_compile(times: dict | None) -> str:
+    """``31.2 s (cached: 2.6)`` from ``compile_times``."""
+    if not times:
+        return ""
+    if "empty_cache" not in times:  # figures from before (a spread)
+        return f"{times['median']:.1f} s"
+    cached = times.get("cached")
+    return f"{times['empty_cache']:.1f} s" + (
+        f" (cached: {cached['median']:.1f})" if cached else ""
+    )
 
 
 def steady_and_warmup(times: list[float], warmup: int) -> tuple[float, float]:

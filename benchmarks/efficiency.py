@@ -35,9 +35,10 @@ import time
 
 from benchmarks.common import (
     CONFIGS,
+    compile_times,
     config_stacks,
     fmt,
-    fresh_compile_cache,
+    fmt_compile,
     measure,
     spread,
     steady_and_warmup,
@@ -157,8 +158,6 @@ def efficiency(
     if warmup is None:
         warmup = COMPILED_WARMUP if compile else 2
     overrides = ["--model.init_args.compile=true"] if compile else []
-    if compile:
-        fresh_compile_cache()
     with scratch():
         cli = build(stack, overrides)
         params = sum(p.numel() for p in cli.model.parameters())
@@ -231,7 +230,7 @@ def run(repeats: int = 3, quick: bool = False) -> dict:
                 "gflop_per_s": achieved,
                 # the achieved rate over the median ceiling (its spread is shown apart)
                 "fraction": {k: v / peak["median"] for k, v in achieved.items()},
-                "compile_s": spread([x["compile_s"] for x in rs]),
+                "compile_s": compile_times(rs),
                 "graphs_in_timed_steps": max(x["graphs_in_timed_steps"] for x in rs),
             }
         out["configs"][name] = entry
@@ -272,7 +271,7 @@ def markdown(out: dict) -> str:
         f"{fmt(peak, 1)} GFLOP/s.",
         "",
         "| config | parameters | batch | GFLOP per step | step s, eager | step s, compiled | "
-        "compile s | fraction of the ceiling, eager | compiled | target |",
+        "compile | fraction of the ceiling, eager | compiled | target |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in out["configs"].items():
@@ -290,7 +289,7 @@ def markdown(out: dict) -> str:
         lines.append(
             f"| {name} | {r['params'] / 1e6:.2f} M | {r['batch_size']} | {r['gflop']:.1f} | "
             f"{fmt(e['step_s'], 3)} | {fmt(c['step_s'], 3)}{recompiled} | "
-            f"{fmt(c['compile_s'], 1)} | {fmt(pct['e'], 1, ' %')} | {fmt(pct['c'], 1, ' %')} | "
+            f"{fmt_compile(c['compile_s'])} | {fmt(pct['e'], 1, ' %')} | {fmt(pct['c'], 1, ' %')} | "
             f"{target or '(context)'} |"
         )
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, fresh_compile_cache
 
 # section name -> module with run(repeats, quick) -> dict and markdown(dict) -> str
 SECTIONS = {
@@ -36,7 +36,10 @@ Written by `make bench` (`python -m benchmarks.run`); the raw figures are in
 `benchmarks/results.json`. Every figure is a ratio of two measurements taken side by side
 in the same run on the same machine, each in a fresh process with one torch thread,
 given as median (min-max) over the repeats; absolute numbers on a shared machine are
-noise, ratios much less so.
+noise, ratios much less so. Compiled contenders (``compile: true``, ``lit_loops.compile``)
+are timed after their warm-up steps; their compile time is those steps' extra seconds,
+given for the first repeat (from the run's own empty cache, as a first run anywhere) and
+the later ones (from inductor's on-disk cache that the first left).
 """
 
 
@@ -59,6 +62,7 @@ def main() -> None:
     if args.render:
         write_markdown(results)
         return
+    fresh_compile_cache()  # every compiled model's first measurement compiles from scratch
     for name in args.only or list(SECTIONS):
         start = time.perf_counter()
         print(f"== {name}", flush=True)

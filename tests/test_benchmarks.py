@@ -11,7 +11,16 @@ import pytest
 import torch
 
 from benchmarks import gpu
-from benchmarks.common import fmt, fresh_compile_cache, measure, ratio, spread, steady_and_warmup
+from benchmarks.common import (
+    compile_times,
+    fmt,
+    fmt_compile,
+    fresh_compile_cache,
+    measure,
+    ratio,
+    spread,
+    steady_and_warmup,
+)
 from benchmarks.run import SECTIONS, keeps_previous
 
 
@@ -128,6 +137,13 @@ def test_the_warm_up_beyond_steady_steps_is_the_compile_time():
     step, compile_s = steady_and_warmup([5.0, 2.0, 1.0, 1.1, 0.9], warmup=2)
     assert step == 1.0 and compile_s == pytest.approx(5.0)
     assert steady_and_warmup([0.9, 1.0, 1.0], warmup=1) == (1.0, 0.0)  # never negative
+
+
+def test_compile_times_are_the_first_repeat_and_the_cached_ones():
+    times = compile_times([{"compile_s": 30.0}, {"compile_s": 2.0}, {"compile_s": 4.0}])
+    assert times == {"empty_cache": 30.0, "cached": {"median": 3.0, "min": 2.0, "max": 4.0}}
+    assert fmt_compile(times) == "30.0 s (cached: 3.0)"
+    assert fmt_compile(compile_times([{"compile_s": 9.0}])) == "9.0 s" and fmt_compile(None) == ""
 
 
 def test_a_compiled_measurement_gets_an_empty_compile_cache(monkeypatch):
