@@ -237,7 +237,9 @@ def test_tiny_grid_runs_resumes_and_writes_its_table(in_repo_tmp, capsys):
     out = capsys.readouterr().out
     assert "holdout1" in out and "val/acc_table1" in out and "run-003" in out
     rows = (folder / "table.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("id,data.init_args.holdout1,model.init_args.optim.lr")
+    assert len(rows) == 5 and rows[0].startswith(
+        "id,data.init_args.holdout1,model.init_args.optim.lr"
+    )
     assert (folder / "val_acc_table1.png").stat().st_size > 10_000
     run_dirs = {r["run_dir"] for r in third.values()}
     assert len(run_dirs) == 4 and all((in_repo_tmp / d / "config.yaml").exists() for d in run_dirs)
