@@ -35,6 +35,7 @@ from lit_loops.experiments.icl.baselines import BASELINES, BASELINES_FOR_TASK, E
 from lit_loops.experiments.icl.data import ICLDataModule
 from lit_loops.experiments.icl.module import ICLModule
 from lit_loops.experiments.icl.tasks import sample_xs
+from lit_loops.plots import finish_plot
 
 DISTS = ("standard", "skewed", "scaled", "noisy_y", "orthant")
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B,n,d),(B,n) -> (B,n)
@@ -152,12 +153,7 @@ def plot(curves: dict[str, tuple], x, xlabel: str, title: str, path: Path, mark=
     ax.set_ylim(bottom=floor / 2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"squared error / normaliser (floor {floor:g})")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path, title)
 
 
 def evaluate(

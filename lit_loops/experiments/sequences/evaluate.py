@@ -35,6 +35,7 @@ from lit_loops.experiments.sequences.banks import family_bank
 from lit_loops.experiments.sequences.families import FAMILIES
 from lit_loops.experiments.sequences.metrics import PrefixScores, fixed_after
 from lit_loops.experiments.sequences.real import IN_FAMILY, OUT_OF_FAMILY, PREFIXES, RealSequence
+from lit_loops.plots import finish_plot
 
 SETS = {"real": IN_FAMILY, "real_out": OUT_OF_FAMILY}
 
@@ -223,12 +224,7 @@ def plot(curves: dict[str, dict[int, float]], path: Path, title: str) -> None:
     ax.set_xlabel("prefix length (terms seen)")
     ax.set_ylabel("next-term accuracy")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path, title)
 
 
 def evaluate(
