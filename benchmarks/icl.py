@@ -150,8 +150,9 @@ of its step). Looped: matrix products about 475 ms of ours (72 %) and 471 ms of
 GPT2Model's, SDPA about 95 ms, its GELU chain about 210 ms. Compiled (every block a unit:
 one graph for the passes with gradient, one for those without, whatever the loop count):
 inductor fuses GELU, the norms and the adds (about 7 % of our step) into its kernels, but
-adds graph calls and input copies of about the same size, so on this CPU the compiled
-step is within noise of the eager one (0.98-1.03x in quick runs).
+adds graph calls and twice eager's copies (about 20 ms a step more), so on this CPU the
+compiled step is no faster than the eager one (0.88-1.0x in quick runs; compiling takes
+about 14 s from an empty cache, 1.5 s cached).
 
 Missed: looped >= 1.8x. The matrix products alone are about 475 ms of both models' steps,
 so even with everything else free ours would be 828 / 475 = 1.74x GPT2Model's step: the
