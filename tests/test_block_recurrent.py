@@ -37,6 +37,13 @@ OPTIONS = {
     "no recurrent layer": dict(recurrent_layers=()),
     "math attention": dict(use_flash_attn=False),
     "all qk norm": dict(all_layers_qk_norm=True),
+    "reference attention": dict(qk_norm_scale=None, use_xpos=True, qk_norm_order="norm_first"),
+    "norm first, compressed, all qk norm": dict(
+        qk_norm_order="norm_first",
+        use_compressed_mem=True,
+        compressed_mem_factor=2,
+        all_layers_qk_norm=True,
+    ),
 }
 
 
@@ -249,11 +256,75 @@ def test_flash_and_math_attention_agree_on_cpu():
             re.escape("ff_mult=0 is invalid: must be a finite number in (0.0, inf]"),
         ),
         (dict(num_state_vectors=0), "num_state_vectors=0 is invalid"),
+        (
+            dict(qk_norm_scale=0.0),
+            re.escape("qk_norm_scale=0.0 is invalid: must be a finite number in (0.0, inf]"),
+        ),
+        (dict(qk_norm_scale=-8.0), "qk_norm_scale=-8.0 is invalid"),
+        (dict(qk_norm_scale=float("inf")), "qk_norm_scale=inf is invalid"),
+        (dict(qk_norm_scale="8"), "qk_norm_scale='8' is invalid"),
+        (
+            dict(qk_norm_order="after"),
+            re.escape("qk_norm_order='after' is invalid: must be one of ['rotary_first', "),
+        ),
+        (dict(use_xpos="yes"), "use_xpos='yes' is invalid: must be a bool"),
+        (dict(all_layers_qk_norm=1), "all_layers_qk_norm=1 is invalid: must be a bool"),
     ],
 )
 def test_bad_model_settings_say_what_is_wrong(options, match):
     with pytest.raises(ValueError, match=match):
         BlockRecurrentTransformer(**{**SMALL, **options})
+
+
+def with_learned_qk_scales(m: BlockRecurrentTransformer) -> BlockRecurrentTransformer:
+    """``m`` with its q/k scales (ones at init) drawn at random, as after training."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith(("q_scale", "k_scale")):
+                p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        dict(qk_norm_scale=None),
+        dict(qk_norm_scale=2.0),
+        dict(use_xpos=True),
+        dict(qk_norm_order="norm_first"),
+    ],
+    ids=str,
+)
+def test_each_attention_option_changes_the_forward(option):
+    """Each option, alone, at the same weights, changes the logits and the states (a
+    layer's states are written from the keys/values of its input, so the attention
+    options reach the states of a recurrent layer above another one: layer 2 here)."""
+    seq = tokens(32)
+    layers = dict(recurrent_layers=(1, 2))
+    a, _, sa = segments(with_learned_qk_scales(model(**layers)), seq)
+    b, _, sb = segments(with_learned_qk_scales(model(**layers, **option)), seq)
+    assert (a - b).abs().max() > 1e-3
+    assert (sa[1] - sb[1]).abs().max() > 1e-5
+
+
+def test_the_default_temperature_is_8_and_none_is_1_over_sqrt_dim_head():
+    """``qk_norm_scale=None`` is SDPA's default, ``1/sqrt(dim_head)``, the reference's."""
+    seq = tokens(32)
+    default = segments(model(), seq)[0]
+    assert torch.equal(default, segments(model(qk_norm_scale=8.0), seq)[0])
+    none = segments(model(qk_norm_scale=None), seq)[0]
+    assert torch.allclose(none, segments(model(qk_norm_scale=16**-0.5), seq)[0], atol=1e-6)
+
+
+def test_the_orders_agree_while_the_qk_scales_are_one_and_xpos_is_off():
+    """Rotations keep lengths, so normalising before or after them is the same until the
+    per-channel q/k scales are learned (or xPos rescales): the orders differ in training,
+    not at init."""
+    seq = tokens(32)
+    a = segments(model(), seq)[0]
+    b = segments(model(qk_norm_order="norm_first"), seq)[0]
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_a_too_long_call_is_refused():

@@ -5,7 +5,10 @@ A sequence is read block by block (``block_width`` tokens). In every layer, a bl
 tokens attend causally to each other and to the XL memory: the previous block's keys and
 values (plus, with ``use_compressed_mem``, older blocks compressed ``compressed_mem_factor``
 times by a strided convolution). Keys and values are single-headed (multi-query attention,
-Shazeer 2019), positions are rotary (xPos as an option).
+Shazeer 2019), positions are rotary (xPos as an option). Recurrent layers use cosine
+attention (l2-normalised q/k with learned per-channel scales) at a fixed temperature
+(``qk_norm_scale``). ``reference.py`` maps the reference package's weights onto this
+model; which options give its behaviour: ``BlockRecurrentConfig``.
 
 Recurrent layers also hold ``num_state_vectors`` state vectors. A block's tokens read them
 (cross-attention, at the recurrent layer or at an earlier ``read_recurrent_layers`` layer);
@@ -35,6 +38,7 @@ from lit_loops.checks import check, check_choice, check_float, check_int, check_
 from lit_loops.nn.sampling import generate
 
 GATES = ("fixed", "lstm")
+QK_NORM_ORDERS = ("rotary_first", "norm_first")
 
 
 def multi_query_attention(
@@ -118,17 +122,25 @@ class Rotary(nn.Module):
 
 class QKNorm(nn.Module):
     """l2-normalised queries and keys with learned per-channel scales (the reference's
-    ``qk_rmsnorm``; the paper uses cosine attention in its recurrent layers)."""
+    ``qk_rmsnorm``; the paper uses cosine attention in its recurrent layers).
 
-    scale = 8.0  # the softmax temperature for unit-length q, k
+    ``scale`` is the softmax temperature the attention then runs at (None: SDPA's
+    default ``1/sqrt(dim_head)``, the reference's effective one)."""
 
-    def __init__(self, dim_head: int) -> None:
+    def __init__(self, dim_head: int, scale: float | None = 8.0) -> None:
         super().__init__()
+        self.scale = scale
         self.q_scale = nn.Parameter(torch.ones(dim_head))
         self.k_scale = nn.Parameter(torch.ones(dim_head))
 
+    def queries(self, q: torch.Tensor) -> torch.Tensor:
+        return F.normalize(q, dim=-1) * self.q_scale
+
+    def keys(self, k: torch.Tensor) -> torch.Tensor:
+        return F.normalize(k, dim=-1) * self.k_scale
+
     def forward(self, q: torch.Tensor, k: torch.Tensor):
-        return F.normalize(q, dim=-1) * self.q_scale, F.normalize(k, dim=-1) * self.k_scale
+        return self.queries(q), self.keys(k)
 
 
 class FeedForward(nn.Sequential):
@@ -156,7 +168,13 @@ class StateCell(nn.Module):
     the block, from the block's keys/values at the writing layer."""
 
     def __init__(
-        self, dim: int, heads: int, dim_head: int, num_state_vectors: int, gate: str
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        num_state_vectors: int,
+        gate: str,
+        qk_norm_scale: float | None = 8.0,
     ) -> None:
         super().__init__()
         inner = heads * dim_head
@@ -169,7 +187,9 @@ class StateCell(nn.Module):
         self.token_q = nn.Linear(dim, inner, bias=False)  # tokens -> states
         self.self_q = nn.Linear(dim, inner, bias=False)  # states -> states
         self.cross_q = nn.Linear(dim, inner, bias=False)  # states -> block
-        self.qk_read, self.qk_self, self.qk_cross = (QKNorm(dim_head) for _ in range(3))
+        self.qk_read, self.qk_self, self.qk_cross = (
+            QKNorm(dim_head, qk_norm_scale) for _ in range(3)
+        )
         self.out = nn.Linear(2 * inner, dim, bias=False)
         self.gate = gate
         if gate == "fixed":
@@ -198,7 +218,7 @@ class StateCell(nn.Module):
         """Normed tokens h (B, n, D) attend to the states -> (B, n, H*Dh)."""
         _, _, k, v = prepared
         q, k = self.qk_read(self._heads(self.token_q(h)), k)
-        return multi_query_attention(q, k, v, scale=QKNorm.scale)
+        return multi_query_attention(q, k, v, scale=self.qk_read.scale)
 
     def write(self, prepared: tuple, block_k: torch.Tensor, block_v: torch.Tensor):
         """The states after a block whose keys/values (B, w, Dh) are given: (B, S, D)."""
@@ -207,8 +227,8 @@ class StateCell(nn.Module):
         q_cross, k_cross = self.qk_cross(self._heads(self.cross_q(normed)), block_k)
         h = torch.cat(
             [
-                multi_query_attention(q_self, k_self, v, scale=QKNorm.scale),
-                multi_query_attention(q_cross, k_cross, block_v, scale=QKNorm.scale),
+                multi_query_attention(q_self, k_self, v, scale=self.qk_self.scale),
+                multi_query_attention(q_cross, k_cross, block_v, scale=self.qk_cross.scale),
             ],
             dim=-1,
         )  # (B, S, 2*H*Dh)
@@ -221,7 +241,12 @@ class StateCell(nn.Module):
 
 
 class BlockRecurrentLayer(nn.Module):
-    """Pre-LN multi-query attention over [XL memory, block] (+ state reads), then GEGLU."""
+    """Pre-LN multi-query attention over [XL memory, block] (+ state reads), then GEGLU.
+
+    With ``qk_norm``, queries and keys are l2-normalised (times learned per-channel
+    scales) and the attention runs at ``qk_norm_scale``; ``qk_norm_order`` says whether
+    that happens after the rotary positions (``rotary_first``) or before them
+    (``norm_first``, the reference's order)."""
 
     def __init__(
         self,
@@ -231,6 +256,8 @@ class BlockRecurrentLayer(nn.Module):
         ff_mult: float,
         qk_norm: bool,
         num_reads: int,
+        qk_norm_scale: float | None = 8.0,
+        qk_norm_order: str = "rotary_first",
     ) -> None:
         super().__init__()
         inner = heads * dim_head
@@ -238,9 +265,17 @@ class BlockRecurrentLayer(nn.Module):
         self.norm = nn.LayerNorm(dim, bias=False)
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_kv = nn.Linear(dim, 2 * dim_head, bias=False)
-        self.qk_norm = QKNorm(dim_head) if qk_norm else None
+        self.qk_norm = QKNorm(dim_head, qk_norm_scale) if qk_norm else None
+        self.norm_first = qk_norm and qk_norm_order == "norm_first"
         self.to_out = nn.Linear(inner * (1 + num_reads), dim, bias=False)
         self.ff = FeedForward(dim, ff_mult)
+
+    def rotate_keys(self, k: torch.Tensor, tables: tuple) -> torch.Tensor:
+        """Pre-rotary keys ``(B, n, Dh)`` (the block's or the XL memory's) as the attention
+        holds them: rotated (normalised first with ``norm_first``)."""
+        if self.norm_first:
+            k = self.qk_norm.keys(k)
+        return Rotary.rotate(k, tables, key=True)
 
     def forward(
         self,
@@ -265,15 +300,18 @@ class BlockRecurrentLayer(nn.Module):
         h = self.norm(x)
         q = self.to_q(h).view(B, n, self.heads, self.dim_head)  # (B, n, H, Dh)
         k, v = self.to_kv(h).chunk(2, dim=-1)  # (B, n, Dh) each, single-headed
-        k_rot = Rotary.rotate(k, tables, key=True)
+        k_rot = self.rotate_keys(k, tables)
         if past_keys is not None:
             k_rot = torch.cat([past_keys, k_rot], dim=1)
             v = torch.cat([past_values, v], dim=1)
+        if self.norm_first:
+            q = self.qk_norm.queries(q)
         q = Rotary.rotate(q, [None if t is None else t[:, None] for t in tables])  # (n, 1, Dh)
         keys, scale = k_rot, None
         if self.qk_norm is not None:
-            q, keys = self.qk_norm(q, keys)
-            scale = QKNorm.scale
+            if not self.norm_first:
+                q, keys = self.qk_norm(q, keys)
+            scale = self.qk_norm.scale
         out = multi_query_attention(q, keys, v, mask, scale)
         parts = [out]  # (B, n, H*Dh)
         for cell, prepared in reads:
@@ -285,7 +323,8 @@ class BlockRecurrentLayer(nn.Module):
 
 class RecurrentCache:
     """Where a stream of tokens stands: per layer the XL memory (pre-rotary, ``(2, B, M,
-    Dh)``), the current block's keys (rotated) / values so far, and the recurrent states.
+    Dh)``), the keys (as the attention holds them: ``rotate_keys``) and values of memory
+    and current block so far, and the recurrent states.
 
     The full forward and cached decoding both run through it: ``forward`` feeds whole
     blocks, ``generate`` one token at a time.
@@ -295,7 +334,7 @@ class RecurrentCache:
         self.memories = memories  # per layer: (2, B, M, Dh) or None
         self.states = states  # per recurrent layer: (B, S, D)
         self.filled = 0  # tokens of the current block seen so far
-        self.keys: list = []  # per layer: (B, M + filled, Dh), rotated
+        self.keys: list = []  # per layer: (B, M + filled, Dh), rotate_keys
         self.values: list = []  # per layer: (B, M + filled, Dh)
         self.block_k: list = []  # per layer: (B, filled, Dh), pre-rotary (for memory, writes)
         self.prepared: list = []  # per recurrent layer: StateCell.prepare(states)
@@ -338,10 +377,26 @@ class BlockRecurrentConfig:
         use_compressed_mem, compressed_mem_factor: older blocks compressed by a strided
             convolution.
         use_flash_attn: SDPA's fused kernels (off: its math backend).
-        use_xpos (ours): xPos scaling on the rotary positions.
-        gate (ours): ``fixed`` (the paper's best) or ``lstm``.
+        use_xpos (ours): xPos scaling on the rotary positions (the reference: always on).
+        gate (ours): ``fixed`` (the paper's best, the reference's only gate) or ``lstm``
+            (our own design: tanh candidate, sigmoid input gate, forget gate biased to 1).
         all_layers_qk_norm (ours): the reference normalises q/k in recurrent layers only.
+        qk_norm_scale (ours): the softmax temperature of the attentions whose q/k are
+            l2-normalised (the recurrent layers' attention, the three state attentions,
+            every layer with ``all_layers_qk_norm``); a positive number, or None for
+            ``1/sqrt(dim_head)``: the reference's effective temperature (its
+            ``qk_rmsnorm_scale=8`` is computed but never passed to the attention).
+            Default 8 (as ``qk_rmsnorm_scale`` intends, and what the shipped results used).
+        qk_norm_order (ours): ``rotary_first`` (the default, what the shipped results
+            used): q/k rotated, then normalised and scaled by the learned per-channel
+            scales; ``norm_first`` (the reference's): normalised and scaled, then rotated,
+            so the scores depend on offsets only (once the learned scales are no longer
+            1, ``rotary_first`` depends on absolute positions too, and with xPos its
+            normalisation undoes part of xPos's scaling).
         ignore_index: of the cross-entropy with ``return_loss``.
+
+    The reference's behaviour: ``qk_norm_scale=None, use_xpos=True,
+    qk_norm_order="norm_first"`` with ``gate="fixed"`` (``reference.REFERENCE_OPTIONS``).
     """
 
     dim: int = 512
@@ -360,6 +415,8 @@ class BlockRecurrentConfig:
     use_xpos: bool = False
     gate: str = "fixed"
     all_layers_qk_norm: bool = False
+    qk_norm_scale: float | None = 8.0
+    qk_norm_order: str = "rotary_first"
     ignore_index: int = -100
 
     def __post_init__(self) -> None:
@@ -407,6 +464,13 @@ class BlockRecurrentConfig:
                 f"must divide block_width={self.block_width}",
             )
         check_choice("gate", self.gate, GATES)
+        for name in ("use_compressed_mem", "use_flash_attn", "use_xpos", "all_layers_qk_norm"):
+            check(
+                isinstance(getattr(self, name), bool), name, getattr(self, name), "must be a bool"
+            )
+        if self.qk_norm_scale is not None:
+            check_float("qk_norm_scale", self.qk_norm_scale, 0.0, low_inclusive=False)
+        check_choice("qk_norm_order", self.qk_norm_order, QK_NORM_ORDERS)
 
     @property
     def state_vectors(self) -> int:
@@ -471,11 +535,14 @@ class BlockRecurrentTransformer(nn.Module):
                 cfg.ff_mult,
                 qk_norm=cfg.all_layers_qk_norm or i in self.write_layer,
                 num_reads=self.read_layer.count(i),
+                qk_norm_scale=cfg.qk_norm_scale,
+                qk_norm_order=cfg.qk_norm_order,
             )
             for i in range(depth)
         )
         self.cells = nn.ModuleList(
-            StateCell(dim, heads, dim_head, cfg.state_vectors, cfg.gate) for _ in cfg.writes
+            StateCell(dim, heads, dim_head, cfg.state_vectors, cfg.gate, cfg.qk_norm_scale)
+            for _ in cfg.writes
         )
         if cfg.use_compressed_mem:
             # (B, 2*Dh, n) -> (B, 2*Dh, n / factor): keys and values compressed separately
@@ -534,12 +601,12 @@ class BlockRecurrentTransformer(nn.Module):
         cache.filled = 0
         cache.keys, cache.values, cache.block_k = [], [], []
         tables = self.rotary.tables(0, M) if M else None
-        for mem in cache.memories:
+        for layer, mem in zip(self.layers, cache.memories, strict=True):
             if mem is None:
                 cache.keys.append(None)
                 cache.values.append(None)
             else:
-                cache.keys.append(Rotary.rotate(mem[0], tables, key=True))
+                cache.keys.append(layer.rotate_keys(mem[0], tables))
                 cache.values.append(mem[1])
             cache.block_k.append(None)
         cache.prepared = [cell.prepare(s) for cell, s in zip(self.cells, cache.states, strict=True)]
