@@ -7,17 +7,22 @@ The quantized accuracies (bit accuracy, exact match, per field, per branch) are 
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
 from lit_loops.checks import check_choice, check_data_decided, check_float, check_int
+from lit_loops.experiments.subleq import compiled as compiled_machine
 from lit_loops.module import ExperimentModule
 from lit_loops.nn import LayerStack, TransformerConfig, TransformerWrapper, VectorReadIn
 from lit_loops.optim import OptimConfig
 
 LOSSES = ("l1", "l2", "huber", "bce")
+KINDS = ("encoder", "compiled")  # trained from random init (plain or looped), hand-built
+COMPILED_BCE_LOGIT = 20.0  # the compiled model's output magnitude for bce (logits)
 
 
 def state_encoder(net: TransformerConfig, d_state: int, n_tokens: int, loops: int):
@@ -51,6 +56,14 @@ class SubleqModule(ExperimentModule):
             (``batch["mask"]``: not the work area).
         optim: ``lit_loops.optim`` (AdamW 1e-3, weight decay 0.01, 100 warmup steps, cosine).
         compile: compile the network's blocks with ``torch.compile`` (``lit_loops.compile``).
+        kind: ``encoder`` (the network above, trained) or ``compiled``: the hand-built
+            exact machine of ``compiled.py`` (Giannou et al.), same architecture with
+            ``norm="none"`` and the size ``compiled.compiled_config`` decides (``net``,
+            ``looped`` and ``loops`` are not used; ``hparams.net`` records that size).
+            It outputs ``±1`` (l1/l2/huber, times ``scale``) or logits ``±20`` (bce).
+            ``scripts/subleq_compile.py`` writes it as a checkpoint.
+        machine: for ``compiled``, the machine's ``s`` and ``m`` (and ``N``, else
+            derived from ``d_state``): the data links only ``n`` and ``d``.
     """
 
     run_name = "subleq_n{n}_N{N}_L{n_layers}_{loss}"
@@ -68,6 +81,8 @@ class SubleqModule(ExperimentModule):
         changed_weight: float = 1.0,
         optim: OptimConfig = OptimConfig(weight_decay=0.01, warmup_steps=100, schedule="cosine"),
         compile: bool = False,
+        kind: str = "encoder",
+        machine: dict | None = None,
     ) -> None:
         super().__init__(compile=compile)
         check_data_decided(n_tokens=n_tokens, d_state=d_state)
@@ -76,10 +91,18 @@ class SubleqModule(ExperimentModule):
         check_int("loops", loops, min_value=1)
         check_choice("loss", loss, LOSSES)
         check_float("changed_weight", changed_weight, 0.0)
+        check_choice("kind", kind, KINDS)
         self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
         self.scale = scale
-        self.model = state_encoder(self.net, d_state, n_tokens, loops if looped else 1)
+        if kind == "compiled":
+            spec = compiled_machine.spec_of(n_tokens, d_state, scale, machine)
+            logit = COMPILED_BCE_LOGIT if loss == "bce" else 1.0
+            self.model = compiled_machine.build_compiled(spec, logit_scale=logit)
+            self.net = self.model.stack.cfg
+            self.hparams["net"] = asdict(self.net)  # the size actually built
+        else:
+            self.model = state_encoder(self.net, d_state, n_tokens, loops if looped else 1)
         self.val_loss = torchmetrics.MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
