@@ -16,6 +16,7 @@ validate --config CONFIG --ckpt_path FILE`` take it as they take a trained check
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import lightning
@@ -74,9 +75,15 @@ def build(config: dict) -> tuple[SubleqModule, SubleqDataModule]:
 
 def loops_state() -> dict:
     """The loops' progress of a fresh Trainer (step 0), which ``--ckpt_path`` restores."""
-    trainer = lightning.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, devices=1
-    )
+    quiet = logging.getLogger("lightning.pytorch")  # no "GPU available: ..." lines
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        trainer = lightning.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, devices=1
+        )
+    finally:
+        quiet.setLevel(level)
     return {
         name: getattr(trainer, name).state_dict()
         for name in ("fit_loop", "validate_loop", "test_loop", "predict_loop")

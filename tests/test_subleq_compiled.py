@@ -57,9 +57,22 @@ def test_the_check_can_fail() -> None:
     """A weight off by a little is caught: the comparison is against the simulator."""
     model = build_compiled(SMALL)
     with torch.no_grad():
-        model.stack.blocks[1].mlp.down.weight.mul_(0.5)  # the subtraction's output halved
+        model.stack.blocks[2].mlp.down.weight.mul_(0.5)  # the subtraction's output halved
     states = random_states(SMALL, 500, torch.Generator().manual_seed(2))
     assert float(wrong_states(SMALL, model, states).float().mean()) > 0.1
+
+
+def test_error_correction_snaps_noisy_inputs() -> None:
+    """Inputs within 0.75 of +-1 give the exact next state, +-1 up to float32 rounding."""
+    model = build_compiled(SMALL)
+    g = torch.Generator().manual_seed(5)
+    states = random_states(SMALL, 1000, g)
+    x = encode(SMALL, states)
+    x = x + 0.7 * (torch.rand(x.shape, generator=g) * 2 - 1)
+    with torch.no_grad():
+        y = model(x)
+    target, cols = encode(SMALL, step(SMALL, states)), loss_mask(SMALL)[0]
+    assert float((y[..., cols] - target[..., cols]).abs().max()) < 1e-5
 
 
 def test_library_programs_roll_out_exactly() -> None:

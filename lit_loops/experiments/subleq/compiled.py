@@ -4,7 +4,7 @@ Transformers as Programmable Computers", arXiv 2301.13196). Looped on its own ou
 rollout harness does that), it runs whole programs.
 
 The network is the trained encoder's own architecture, ``module.state_encoder`` (a
-``VectorReadIn``, 3 ``lit_loops.nn`` blocks on ``F.scaled_dot_product_attention`` with
+``VectorReadIn``, 4 ``lit_loops.nn`` blocks on ``F.scaled_dot_product_attention`` with
 ReLU MLPs, a linear read-out), with ``norm="none"``: a LayerNorm would rescale each row by
 its own statistics and break the exact arithmetic below, so the blocks are plain
 residual ``x + attn(x)``, ``x + mlp(x)``. ``compiled_config(spec)`` is that network's size,
@@ -28,8 +28,12 @@ miss   1            every token: Hamming distance of its position to ``b`` (MLP 
 rcopy  N            the new ``mem[b]`` on every token, 0/1 bits (layer 3)
 ====== ============ ===================================================================
 
-The three blocks:
+The four blocks:
 
+0. error correction (Giannou et al. end each loop with it; here it opens the step): the
+   MLP snaps every scored column to exactly +-1, ``x + [relu(4x + 1) - relu(4x - 1) - 1] -
+   [relu(x) - relu(-x)]`` (4 units a column), so inputs within 0.75 of +-1 give the exact
+   step: the network's raw output can be fed back without quantizing. No attention.
 1. attention (hard, by position): token 0's query is the PC field, every key the position
    field: token 0 reads the PC token's instruction field and ``next`` table. MLP: none.
 2. attention, 3 heads: token 0 reads ``mem[a]`` and ``mem[b]`` (queries ``a`` and ``b``);
@@ -66,6 +70,7 @@ from lit_loops.nn import TransformerConfig, TransformerWrapper
 
 ATTENTION_SCALE = 30.0  # hard attention: a +-1 dot product is multiplied by this
 N_HEADS = 3  # layer 2 reads mem[a], mem[b] and broadcasts b
+SNAP_GAIN = 4.0  # error correction: |x| >= 1 / SNAP_GAIN snaps to sign(x)
 
 
 def layout(spec: MachineSpec) -> dict[str, slice]:
@@ -92,6 +97,12 @@ def layout(spec: MachineSpec) -> dict[str, slice]:
     return out
 
 
+def cleaned_columns(spec: MachineSpec) -> list[int]:
+    """The state columns the error correction snaps: all but the work area (never read)."""
+    work = spec.field_slices["work"]
+    return [c for c in range(spec.d) if not work.start <= c < work.stop]
+
+
 def stream_width(spec: MachineSpec) -> int:
     """``d_model``: the layout's width, rounded up to a multiple of the head count."""
     used = layout(spec)["rcopy"].stop
@@ -99,11 +110,15 @@ def stream_width(spec: MachineSpec) -> int:
 
 
 def compiled_config(spec: MachineSpec) -> TransformerConfig:
-    """The network's size for ``spec``: 3 blocks, 3 heads, no norm, ReLU MLPs."""
-    d_mlp = max(6 * spec.N + 6 + 2 * spec.log_n, 2 * spec.N + 4 * spec.log_n)
+    """The network's size for ``spec``: 4 blocks, 3 heads, no norm, ReLU MLPs."""
+    d_mlp = max(
+        4 * len(cleaned_columns(spec)),
+        6 * spec.N + 6 + 2 * spec.log_n,
+        2 * spec.N + 4 * spec.log_n,
+    )
     return TransformerConfig(
         d_model=stream_width(spec),
-        n_layers=3,
+        n_layers=4,
         n_heads=N_HEADS,
         d_mlp=d_mlp,
         norm="none",
@@ -134,7 +149,7 @@ class _Block:
         self.qkv_w, self.qkv_b = block.attn.qkv.weight, block.attn.qkv.bias
         self.out_w = block.attn.out.weight
         self.up_w, self.up_b = block.mlp.up.weight, block.mlp.up.bias
-        self.down_w = block.mlp.down.weight
+        self.down_w, self.down_b = block.mlp.down.weight, block.mlp.down.bias
         # SDPA scales q.k by 1 / sqrt(d_head): the query carries sqrt(d_head) * scale
         self.q_gain = ATTENTION_SCALE * math.sqrt(self.dh)
 
@@ -214,7 +229,16 @@ def compile_weights(model: TransformerWrapper, spec: MachineSpec, logit_scale: f
         bits = _bits(next_instruction(spec, t), L)
         read_in.pos_emb.weight[t, lay["table"]] = torch.tensor(bits, dtype=torch.float) * 2 - 1
 
-    b1, b2, b3 = (_Block(blk, D) for blk in stack.blocks)
+    b0, b1, b2, b3 = (_Block(blk, D) for blk in stack.blocks)
+    # 0. error correction: every scored column snapped to +-1 (delta 0 on exact +-1)
+    units = _Units(b0)
+    for col in cleaned_columns(spec):
+        units.add({col: SNAP_GAIN}, 1.0, {col: 1.0})
+        units.add({col: SNAP_GAIN}, -1.0, {col: -1.0})
+        units.add({col: 1.0}, 0.0, {col: -1.0})
+        units.add({col: -1.0}, 0.0, {col: 1.0})
+        b0.down_b[col] = -1.0
+
     # 1. token 0 reads the instruction at the PC and the next() of the PC
     b1.match(0, pc, pos)
     b1.copy(0, inst + _cols(lay["table"]), _cols(lay["inst"]) + _cols(lay["nxt"]))
