@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import CONFIGS, cli
 from lit_loops.checkpoints import load_run
 from lit_loops.experiments.subleq import (
     MachineSpec,
@@ -45,7 +46,7 @@ def small_module(loss: str = "bce") -> SubleqModule:
 
 def test_one_step_exact_on_random_states() -> None:
     model = build_compiled(SMALL)
-    states = random_states(SMALL, 4000, torch.Generator().manual_seed(1), 0.3)
+    states = random_states(SMALL, 3000, torch.Generator().manual_seed(1), 0.3)
     assert int(wrong_states(SMALL, model, states).sum()) == 0
     with torch.no_grad():  # the output is exactly the next state's +-1 bits
         y = model(encode(SMALL, states))
@@ -123,6 +124,24 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert data.spec == SMALL
     states = random_states(SMALL, 500, torch.Generator().manual_seed(4))
     assert int(wrong_states(SMALL, run_module.eval(), states).sum()) == 0
+
+
+@pytest.mark.slow  # the real CLI, its rollout callback included: ~4 s
+def test_lit_loops_validate_takes_the_checkpoint(in_tmp: Path) -> None:
+    """``lit-loops validate --config cpu.yaml --ckpt_path compiled.ckpt``: the config's
+    trained model is replaced by the checkpoint's (as for a trained checkpoint)."""
+    script = _compile_script()
+    module, datamodule = script.build(script.load_config([str(CONFIGS / "subleq" / "cpu.yaml")]))
+    torch.save(script.checkpoint(module, datamodule), in_tmp / "compiled.ckpt")
+    run = cli(
+        "validate", "--config", CONFIGS / "subleq" / "cpu.yaml",
+        "--ckpt_path", in_tmp / "compiled.ckpt", "--trainer.logger=false",
+        "--data.init_args.val_size=512", "--trainer.enable_progress_bar=false",
+    )  # fmt: skip
+    metrics = run.trainer.callback_metrics
+    assert run.model.hparams.kind == "compiled"
+    for key in ("val/exact_match", "val/rollout_exact", "val/rollout_exact_random"):
+        assert float(metrics[key]) == 1.0, key
 
 
 @pytest.mark.parametrize(

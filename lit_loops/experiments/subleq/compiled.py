@@ -32,8 +32,9 @@ The four blocks:
 
 0. error correction (Giannou et al. end each loop with it; here it opens the step): the
    MLP snaps every scored column to exactly +-1, ``x + [relu(4x + 1) - relu(4x - 1) - 1] -
-   [relu(x) - relu(-x)]`` (4 units a column), so inputs within 0.75 of +-1 give the exact
-   step: the network's raw output can be fed back without quantizing. No attention.
+   [relu(x) - relu(-x)]`` (4 units a column: ``sign(x)`` wherever ``|x| >= 1/4``), so
+   inputs within 0.75 of +-1 give the exact step, and so does the network's own raw
+   output (+-``logit_scale``) fed back without quantizing. No attention.
 1. attention (hard, by position): token 0's query is the PC field, every key the position
    field: token 0 reads the PC token's instruction field and ``next`` table. MLP: none.
 2. attention, 3 heads: token 0 reads ``mem[a]`` and ``mem[b]`` (queries ``a`` and ``b``);
