@@ -5,8 +5,11 @@
 
 Writes ``errors_<dist>.csv`` / ``.png`` (normalised squared error against the number of
 in-context examples, 5-95 % bootstrap bands over prompts) for every checkpoint and every
-baseline of the task, and for looped checkpoints ``loops.csv`` / ``.png`` (the error at
-2d examples against the loop count, up to 4b by default). Prints a markdown table.
+baseline of the task (``--baselines-from garg`` or ``yang``: the two papers' settings), a
+looped checkpoint read at its b and at the papers' loop count (``--read-loops``: 500, 200
+for trees), and for looped checkpoints ``loops.csv`` / ``.png`` (the error at 2d examples
+against the loop count, up to the larger of 4b and that count). Prints a markdown table.
+Several tasks' folders side by side in one figure: ``scripts/icl_figure.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 
 import torch
 
+from lit_loops.experiments.icl.baselines import BASELINE_SETTINGS
 from lit_loops.experiments.icl.evaluate import DISTS, evaluate, table
 
 
@@ -28,6 +32,19 @@ def main() -> None:
         "--baselines", nargs="*", default=None, help="names (default: the task's list)"
     )
     parser.add_argument(
+        "--baselines-from",
+        default="garg",
+        choices=sorted(BASELINE_SETTINGS),
+        help="whose baseline settings: Garg et al.'s (default) or Yang et al.'s figures'",
+    )
+    parser.add_argument(
+        "--read-loops",
+        type=int,
+        default=None,
+        help="also read looped models after this many loops (default: the papers' 500, "
+        "200 for trees; 0: only at b)",
+    )
+    parser.add_argument(
         "--expensive-prompts",
         type=int,
         default=128,
@@ -35,7 +52,9 @@ def main() -> None:
     )
     parser.add_argument("--scale", type=float, default=2.0, help="x scale for --dist scaled")
     parser.add_argument("--noise", type=float, default=0.5, help="y noise for --dist noisy_y")
-    parser.add_argument("--loops-max", type=int, default=None, help="default: 4 b")
+    parser.add_argument(
+        "--loops-max", type=int, default=None, help="default: max(4 b, --read-loops)"
+    )
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -52,6 +71,8 @@ def main() -> None:
         noise=args.noise,
         loops_max=args.loops_max,
         seed=args.seed,
+        baseline_setting=args.baselines_from,
+        read_loops=args.read_loops,
     )
     curves = next(iter(results.values()))
     n = len(next(iter(curves.values()))[0])  # positions = examples 0 .. n-1

@@ -18,7 +18,12 @@ from lit_loops.experiments.icl import (
     prompt_model,
     sample_xs,
 )
-from lit_loops.experiments.icl.tasks import DecisionTree, SparseLinearRegression
+from lit_loops.experiments.icl.tasks import (
+    DecisionTree,
+    NoisyLinearRegression,
+    ReluNet,
+    SparseLinearRegression,
+)
 from lit_loops.nn import TransformerConfig
 from lit_loops.schedules import StepSchedule
 
@@ -104,6 +109,41 @@ def test_tree_targets_are_piecewise_constant_with_at_most_2_to_the_depth_leaves(
             len(y[x[:, c] > 0].unique()) == 1 and len(y[x[:, c] <= 0].unique()) == 1
             for c in range(5)
         )
+
+
+def test_tree_hand_worked():
+    """Depth 2: the root tests x0, its children x1; the leaves (nodes 3..6) hold 10..40."""
+    coord = torch.tensor([[0, 1, 1, 0, 0, 0, 0]])
+    value = torch.tensor([[0.0, 0.0, 0.0, 10.0, 20.0, 30.0, 40.0]])
+    xs = torch.tensor([[[0.5, -1.0], [-1.0, 2.0], [-1.0, -2.0], [3.0, 0.1]]])
+    ys = DecisionTree(depth=2).apply((coord, value), xs)
+    torch.testing.assert_close(ys, torch.tensor([[30.0, 20.0, 10.0, 40.0]]))
+    assert DecisionTree(depth=2).normaliser(5) == 1.0
+
+
+def test_relu_net_hand_worked_and_normalised_by_d():
+    """``sqrt(2 / hidden) * w2 · relu(W1 x)`` on two inputs, hidden 2; errors / d."""
+    w1 = torch.tensor([[[1.0, -1.0], [0.0, 2.0]]])  # (B=1, d=2, hidden=2)
+    w2 = torch.tensor([[[1.0], [3.0]]])  # (1, hidden, 1)
+    xs = torch.tensor([[[1.0, 1.0], [1.0, -1.0]]])
+    ys = ReluNet(hidden=2).apply((w1, w2), xs)  # W1ᵀx = (1, 1) and (1, -3)
+    torch.testing.assert_close(ys, torch.tensor([[4.0, 1.0]]))
+    assert ReluNet(hidden=100).normaliser(7) == 7.0  # E[y²] = d (test_target_scale)
+
+
+def test_noisy_regression_defaults_to_the_official_noise_and_renormalises_as_garg():
+    assert make_task("noisy_linear_regression").noise_std == 0.1
+    assert ICLDataModule(task="noisy_linear_regression").task.noise_std == 0.1
+    w = torch.tensor([[1.0, 0.0]])
+    xs = torch.tensor([[[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 5.0]]])  # w·x = 1, 2, 3, 4
+    plain = NoisyLinearRegression(noise_std=0.0).apply((w,), xs)
+    torch.testing.assert_close(plain, torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    renormed = NoisyLinearRegression(noise_std=0.0, renormalize_ys=True).apply((w,), xs)
+    std = (5 / 3) ** 0.5  # the unbiased std of 1, 2, 3, 4
+    torch.testing.assert_close(renormed, plain * 2**0.5 / std)
+    noisy = NoisyLinearRegression(noise_std=0.1, renormalize_ys=True)
+    ys = noisy.sample(gen(), sample_xs(gen(1), 256, 16, 4), 4)
+    assert abs(ys.std().item() - 2.0) < 1e-4  # sqrt(d) after the noise, over the batch
 
 
 def test_tree_uses_only_active_coordinates():
@@ -375,6 +415,7 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
         dists=("standard", "orthant", "noisy_y"),
         baselines=["least_squares", "zero", "3nn"],
         log=lambda _: None,
+        read_loops=0,  # only at b (the papers' count: test_evaluation_of_every_task_...)
     )
     for dist in ("standard", "orthant", "noisy_y"):
         assert (in_tmp / "eval" / f"errors_{dist}.png").stat().st_size > 0
@@ -393,6 +434,111 @@ def test_evaluation_writes_error_curves_bands_and_loop_curves(in_tmp):
     loop_mean, _, _ = results["loops"][label]
     assert len(loop_mean) == 4 * b and results["loops_b"] == {label: b}
     assert (in_tmp / "eval" / "loops.csv").exists() and (in_tmp / "eval" / "loops.png").exists()
+
+
+TASK_CONFIGS = {
+    "sparse_linear_regression": CONFIGS / "icl" / "cpu_sparse_linear_regression.yaml",
+    "decision_tree": CONFIGS / "icl" / "cpu_decision_tree.yaml",
+    "relu_2nn_regression": CONFIGS / "icl" / "cpu_relu_2nn_regression.yaml",
+}
+
+
+def tiny_task_checkpoints(task: str, steps: int = 2) -> list[str]:
+    """A tiny standard and a tiny looped checkpoint of the task's CPU config stacks."""
+    extra = [] if task == "linear_regression" else [TASK_CONFIGS[task]]
+    ckpts = []
+    for stack in ([*STANDARD, *extra], [*LOOPED, *extra]):
+        run = cli(
+            "fit",
+            *configs(stack),
+            "--data.init_args.val_size=16",
+            "--model.init_args.net.d_model=16",
+            f"--trainer.max_steps={steps}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        )  # fmt: skip
+        assert run.datamodule.hparams.task == task
+        ckpts.append(run.trainer.checkpoint_callback.last_model_path)
+    return ckpts
+
+
+@pytest.mark.parametrize("task", ["linear_regression", *TASK_CONFIGS])
+def test_evaluation_of_every_task_with_every_baseline_of_both_settings(in_tmp, task):
+    """Each task's CPU stacks (tiny, 2 steps) through the evaluation with every baseline of
+    both named settings, and the looped model read at b and at a papers'-style count: one
+    row per predictor and example count, finite, and the loop curve out to that count."""
+    from lit_loops.experiments.icl.baselines import BASELINE_SETTINGS
+    from lit_loops.experiments.icl.evaluate import evaluate, summary_figure
+
+    ckpts = tiny_task_checkpoints(task)
+    folders = []
+    for setting, lists in BASELINE_SETTINGS.items():
+        out = in_tmp / setting
+        results = evaluate(
+            ckpts, out, prompts=8, expensive_prompts=2, log=lambda _: None,
+            baseline_setting=setting, read_loops=20,
+        )  # fmt: skip
+        curves = results["standard"]
+        looped = [name for name in curves if name.startswith("looped")]
+        assert len(looped) == 2 and looped[1] == f"{looped[0]} @20"
+        assert set(lists[task]) <= set(curves) and len(curves) == 3 + len(lists[task])
+        for name, (mean, _, _) in curves.items():
+            assert mean.shape == (11,) and torch.isfinite(mean).all(), name
+        rows = (out / "errors_standard.csv").read_text().splitlines()
+        assert len(rows) == 1 + len(curves) * 11
+        ((loop_mean, _, _),) = results["loops"].values()
+        assert len(loop_mean) == max(20, 4 * 12)  # 4b = 48 > 20
+        folders.append(out)
+    figure = summary_figure(folders, in_tmp / "summary.png", titles=list(BASELINE_SETTINGS))
+    assert figure.stat().st_size > 0
+
+
+def test_the_papers_read_loops_per_task():
+    from lit_loops.experiments.icl.evaluate import PAPER_READ_LOOPS, PAPER_READ_LOOPS_DEFAULT
+
+    assert PAPER_READ_LOOPS == {"decision_tree": 200} and PAPER_READ_LOOPS_DEFAULT == 500
+
+
+# Per task, overrides that shrink the CPU config to seconds: small d (k = 1 of d = 2 for
+# the sparse task, as test_linear_regression_loss_falls' d = 2), a tiny model, 1200 steps.
+SHRUNK = {
+    "sparse_linear_regression": ["--data.init_args.d=2", "--data.init_args.sparsity=1"],
+    "decision_tree": ["--data.init_args.d=2", "--data.init_args.depth=1"],
+    "relu_2nn_regression": ["--data.init_args.d=2", "--data.init_args.hidden=4"],
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_CONFIGS))
+def test_each_task_cpu_config_loss_falls(in_tmp, task):
+    """The task's CPU config stack, shrunk (``SHRUNK``: d = 2, 5 examples, a 2-layer model
+    32 wide, 1200 steps): the normalised validation error falls well below the zero
+    predictor's on the same prompts (where an untrained model sits)."""
+    run = cli(
+        "fit",
+        *configs([*STANDARD, TASK_CONFIGS[task]]),
+        *SHRUNK[task],
+        "--data.init_args.n_points=5",
+        "--data.init_args.dims_start=null",
+        "--data.init_args.points_start=null",
+        "--data.init_args.val_size=2048",
+        "--data.init_args.val_batch_size=2048",
+        "--model.init_args.net.d_model=32",
+        "--model.init_args.net.n_layers=2",
+        "--model.init_args.net.n_heads=2",
+        "--model.init_args.optim.lr=0.003",
+        "--model.init_args.optim.warmup_steps=50",
+        "--model.init_args.optim.schedule=constant",
+        "--trainer.max_steps=1200",
+        "--trainer.val_check_interval=1200",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    )  # fmt: skip
+    assert run.datamodule.hparams.task == task
+    (val,) = run.datamodule.val_batches()
+    zero = (val["ys"].pow(2) / val["norm"]).mean().item()
+    nse = run.trainer.callback_metrics["val/nse"].item()
+    print(f"{task}: val/nse {nse:.3f}, zero predictor {zero:.3f}")
+    assert nse < 0.85 * zero, (nse, zero)
 
 
 def test_evaluation_rejects_a_checkpoint_of_another_experiment(in_tmp):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lit_loops.experiments.icl.baselines import (
+    BASELINE_SETTINGS,
     BASELINES,
     BASELINES_FOR_TASK,
     EXPENSIVE,
@@ -95,6 +96,42 @@ def test_greedy_tree_exact_on_a_seen_x():
     assert (preds[:, -1] == ys[:, 3]).all()
 
 
+def sign_prompts(batch: int = 2, n: int = 24, seed: int = 3):
+    """``y = 3 [x0 > 0] - [x1 > 0]``: a function of ``sign(x)`` only; x magnitudes vary."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(batch, n, 2, generator=gen)
+    return xs, 3 * (xs[..., 0] > 0).float() - (xs[..., 1] > 0).float()
+
+
+def test_greedy_tree_on_sign_is_exact_once_every_sign_pattern_is_seen():
+    xs, ys = sign_prompts()
+    for b in range(2):  # the first 12 points hold all four sign patterns
+        assert len({tuple(v) for v in (xs[b, :12] > 0).tolist()}) == 4
+    preds = BASELINES["greedy_tree_sign_depth4"](xs, ys)
+    torch.testing.assert_close(preds[:, 12:], ys[:, 12:])
+    # on x itself, a depth-2 tree's thresholds sit between training values, not at 0
+    assert BASELINES["greedy_tree_depth2"](xs, ys).shape == ys.shape
+
+
+def test_yang_xgboost_settings_and_the_sign_features():
+    xs, ys = sign_prompts()
+    preds = BASELINES["xgboost_yang_sign"](xs, ys)
+    # 50 trees at lr 0.1 close all but 0.9^50 (0.5 %) of the gap from base_score 0.5
+    err = (preds[:, 12:] - ys[:, 12:]).square().mean()
+    assert err < 1e-3 * ys[:, 12:].square().mean()
+    assert BASELINES["xgboost_yang"].keywords == {
+        "n_estimators": 50, "max_depth": 4, "learning_rate": 0.1,
+    }  # fmt: skip
+
+
+def test_yang_gd_net_trains_at_batch_10_for_1000_steps():
+    assert BASELINES["nn_gd_yang"].keywords == {"batch_size": 10, "steps": 1000}
+    xs, ys = linear_prompts(2, 16, 2, seed=4)  # prefixes past 10: minibatches of 10
+    preds = BASELINES["nn_gd_yang"](xs, ys, hidden=32)
+    err = (preds[:, 8:] - ys[:, 8:]).square().mean()
+    assert err < 0.1 * ys[:, 8:].square().mean()
+
+
 def test_xgboost_beats_zero_on_a_step():
     gen = torch.Generator().manual_seed(0)
     # x in +-[0.25, 1]: a margin around the step at 0, so that 10 examples pin it down.
@@ -158,6 +195,11 @@ def test_registries_are_consistent():
     }
     for names in BASELINES_FOR_TASK.values():
         assert set(names) <= set(BASELINES) and "zero" in names
+    assert set(BASELINE_SETTINGS) == {"garg", "yang"}
+    for setting in BASELINE_SETTINGS.values():
+        assert set(setting) == set(BASELINES_FOR_TASK)
+        for names in setting.values():
+            assert set(names) <= set(BASELINES) and "zero" in names
     assert EXPENSIVE <= set(BASELINES)
     assert {"lasso_0.01", "greedy_tree", "xgboost", "nn_gd"} <= EXPENSIVE
     assert not {"zero", "least_squares", "averaging", "3nn"} & EXPENSIVE

@@ -10,6 +10,7 @@ stack are in ``lit_loops.nn.model``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -17,7 +18,13 @@ from torch import nn
 from lit_loops.checks import check, check_choice, check_float, check_positive_int
 from lit_loops.nn.attention import KVCache, SelfAttention
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "gelu_tanh": partial(nn.GELU, approximate="tanh"),  # GPT-2's (HF "gelu_new", nanoGPT)
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+}
 NORMS = ("layernorm", "none")
 
 
@@ -32,7 +39,8 @@ class TransformerConfig:
         d_mlp: hidden width of the MLP (None: ``4 * d_model``).
         attn_only: blocks without an MLP.
         norm: ``layernorm`` (pre-norm) or ``none``.
-        activation: the MLP's ``relu``, ``gelu``, ``silu`` (= ``swish``).
+        activation: the MLP's ``relu``, ``gelu`` (exact), ``gelu_tanh`` (GPT-2's tanh
+            approximation), ``silu`` (= ``swish``).
         dropout: on attention probabilities, MLP outputs and the read-in.
         bias: biases on the linear maps.
     """

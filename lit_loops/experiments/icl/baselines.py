@@ -34,6 +34,8 @@ Baseline = Callable[..., torch.Tensor]
 
 # Garg et al., get_relevant_baselines("sparse_linear_regression").
 LASSO_ALPHAS = (1.0, 0.1, 0.01, 0.001, 0.0001)
+# Yang et al.'s notebooks (jupyter_notebooks/utils.py): the finer grid.
+LASSO_ALPHAS_YANG = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001)
 # Garg et al., LassoModel(max_iter=100000).
 LASSO_MAX_ITER = 100_000
 
@@ -250,14 +252,22 @@ def lasso(
 
 
 def greedy_tree(
-    xs: torch.Tensor, ys: torch.Tensor, max_depth: int | None = None, random_state: int = 0
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    max_depth: int | None = None,
+    random_state: int = 0,
+    on_sign: bool = False,
 ) -> torch.Tensor:
     """CART regression tree (sklearn ``DecisionTreeRegressor``) on each prefix.
 
     Garg et al. ``DecisionTreeModel`` ("Greedy Tree Learning" in their plots); they evaluate
-    ``max_depth=4`` and ``None``. ``random_state`` fixes sklearn's tie-breaking between features.
+    ``max_depth=4`` and ``None``. Yang et al.'s figures use depth 2 on ``x`` and depth 4 on
+    ``sign(x)`` (``on_sign``: the tree sees ``sign(x)``, the features the task's trees split
+    on). ``random_state`` fixes sklearn's tie-breaking between features.
     """
     tree = _require("sklearn.tree", "greedy_tree")
+    if on_sign:
+        xs = xs.sign()
 
     def fit_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray) -> float:
         model = tree.DecisionTreeRegressor(max_depth=max_depth, random_state=random_state)
@@ -266,8 +276,11 @@ def greedy_tree(
     return _fit_per_prefix(xs, ys, fit_predict)
 
 
-def xgboost(xs: torch.Tensor, ys: torch.Tensor, **options: Any) -> torch.Tensor:
-    """Gradient-boosted trees (``xgboost.XGBRegressor``) on each prefix.
+def xgboost(
+    xs: torch.Tensor, ys: torch.Tensor, on_sign: bool = False, **options: Any
+) -> torch.Tensor:
+    """Gradient-boosted trees (``xgboost.XGBRegressor``) on each prefix (on ``sign(x)`` with
+    ``on_sign``, as one of Yang et al.'s; their setting: depth 4, learning rate 0.1, 50 trees).
 
     Garg et al. ``XGBoostModel`` uses ``XGBRegressor()`` with the defaults of xgboost 1.x:
     100 trees, depth 6, learning rate 0.3, ``base_score=0.5`` and, on data this small, the
@@ -286,6 +299,8 @@ def xgboost(xs: torch.Tensor, ys: torch.Tensor, **options: Any) -> torch.Tensor:
         "n_jobs": 1,
     }
     kwargs.update(options)
+    if on_sign:
+        xs = xs.sign()
 
     def fit_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray) -> float:
         model = xgb.XGBRegressor(**kwargs)
@@ -299,19 +314,29 @@ def _lasso_name(alpha: float) -> str:
     return f"lasso_{alpha:g}"
 
 
+# Yang et al.'s tree and ReLU-net figures (issue 20): XGBoost with 50 trees of depth 4 at
+# learning rate 0.1, on x and on sign(x); the GD-trained net at batch 10 for 1000 steps.
+_XGBOOST_YANG = {"n_estimators": 50, "max_depth": 4, "learning_rate": 0.1}
+
 BASELINES: dict[str, Baseline] = {
     "zero": zero,
     "least_squares": least_squares,
     "averaging": averaging,
     "3nn": partial(nearest_neighbours, k=3),
-    **{_lasso_name(a): partial(lasso, alpha=a) for a in LASSO_ALPHAS},
+    **{_lasso_name(a): partial(lasso, alpha=a) for a in LASSO_ALPHAS + LASSO_ALPHAS_YANG},
     "greedy_tree": greedy_tree,  # max_depth=None
     "greedy_tree_depth4": partial(greedy_tree, max_depth=4),
+    "greedy_tree_depth2": partial(greedy_tree, max_depth=2),
+    "greedy_tree_sign_depth4": partial(greedy_tree, max_depth=4, on_sign=True),
     "xgboost": xgboost,
+    "xgboost_yang": partial(xgboost, **_XGBOOST_YANG),
+    "xgboost_yang_sign": partial(xgboost, on_sign=True, **_XGBOOST_YANG),
     "nn_gd": nn_gd,
+    "nn_gd_yang": partial(nn_gd, batch_size=10, steps=1000),
 }
 
 _LINEAR = ["least_squares", "averaging", "3nn", "zero"]
+# Garg et al.'s baselines per task (get_relevant_baselines): the default setting.
 BASELINES_FOR_TASK: dict[str, list[str]] = {
     "linear_regression": list(_LINEAR),
     "sparse_linear_regression": _LINEAR + [_lasso_name(a) for a in LASSO_ALPHAS],
@@ -319,9 +344,31 @@ BASELINES_FOR_TASK: dict[str, list[str]] = {
     "decision_tree": ["greedy_tree", "xgboost", "3nn", "least_squares", "averaging", "zero"],
     "relu_2nn_regression": ["nn_gd", "least_squares", "3nn", "averaging", "zero"],
 }
+# Yang et al.'s figures (Leiay/looped_transformer, the notebooks and the paper's captions).
+BASELINES_FOR_TASK_YANG: dict[str, list[str]] = {
+    "linear_regression": list(_LINEAR),
+    "sparse_linear_regression": _LINEAR + [_lasso_name(a) for a in LASSO_ALPHAS_YANG],
+    "noisy_linear_regression": list(_LINEAR),
+    "decision_tree": [
+        "greedy_tree_depth2",
+        "greedy_tree_sign_depth4",
+        "xgboost_yang",
+        "xgboost_yang_sign",
+        "3nn",
+        "least_squares",
+        "averaging",
+        "zero",
+    ],
+    "relu_2nn_regression": ["nn_gd_yang", "least_squares", "3nn", "averaging", "zero"],
+}
+# The named settings ``scripts/icl_eval.py --baselines-from`` chooses between.
+BASELINE_SETTINGS: dict[str, dict[str, list[str]]] = {
+    "garg": BASELINES_FOR_TASK,
+    "yang": BASELINES_FOR_TASK_YANG,
+}
 
 # Baselines that fit a model per prompt per prefix: callers may cap the number of prompts.
 EXPENSIVE: frozenset[str] = frozenset(
-    [_lasso_name(a) for a in LASSO_ALPHAS]
-    + ["greedy_tree", "greedy_tree_depth4", "xgboost", "nn_gd"]
+    [_lasso_name(a) for a in LASSO_ALPHAS + LASSO_ALPHAS_YANG]
+    + [name for name in BASELINES if name.startswith(("greedy_tree", "xgboost", "nn_gd"))]
 )

@@ -50,7 +50,9 @@ class ICLDataModule(L.LightningDataModule):
         n_points: examples per prompt at the end of the curriculum.
         batch_size: prompts per training step.
         sparsity, noise_std, depth, hidden: the options of the sparse, noisy, tree and
-            ReLU-net tasks (the others ignore them).
+            ReLU-net tasks (the others ignore them). ``noise_std`` 0.1 is the official one.
+        renormalize_ys: the noisy task rescales each prompt's ``w·x`` to std
+            ``sqrt(d)`` before the noise (Garg et al.'s noisy evaluation; off in training).
         dims_start, dims_increment: the dimension curriculum: ``dims_start`` active
             dimensions, ``+dims_increment`` every ``curriculum_every`` steps up to ``d``.
             None starts at ``d`` (no curriculum).
@@ -69,9 +71,10 @@ class ICLDataModule(L.LightningDataModule):
         n_points: int = 41,
         batch_size: int = 64,
         sparsity: int = 3,
-        noise_std: float = 1.0,
+        noise_std: float = 0.1,
         depth: int = 4,
         hidden: int = 100,
+        renormalize_ys: bool = False,
         dims_start: int | None = None,
         dims_increment: int = 1,
         points_start: int | None = None,
@@ -84,7 +87,7 @@ class ICLDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        self.task = make_task(task, sparsity, noise_std, depth, hidden)  # validates them
+        self.task = make_task(task, sparsity, noise_std, depth, hidden, renormalize_ys)  # checks
         check_positive_int("d", d)
         check_positive_int("n_points", n_points)
         check_positive_int("batch_size", batch_size)

@@ -7,9 +7,19 @@ the normalised squared error at each number of in-context examples with a 5-95 %
 bootstrap band over prompts:
 
 * ``errors_<dist>.csv`` (``predictor, examples, mean, lo, hi``) and ``errors_<dist>.png``;
-* for looped models, ``loops.csv`` / ``loops.png``: the error at ``2d`` examples (or the
-  last position) against the loop count ``1 .. loops_max`` (default ``4 b``), to show
-  whether it settles past the trained ``b``.
+* for looped models, the error curve read at the trained ``b`` and at the papers' count
+  (``read_loops``: Yang et al. read after 500 loops, 200 for trees), and ``loops.csv`` /
+  ``loops.png``: the error at ``2d`` examples (or the last position) against the loop count
+  ``1 .. loops_max`` (default the larger of ``4 b`` and ``read_loops``), to show whether it
+  settles past the trained ``b``.
+
+Baselines: the task's list in one of two named settings (``baselines.BASELINE_SETTINGS``):
+``garg`` (Garg et al.'s ``get_relevant_baselines``, the default) or ``yang`` (Yang et al.'s
+figures: greedy trees of depth 2 on x and 4 on sign(x), XGBoost 50 x depth 4 at lr 0.1 on
+x and sign(x), the GD net at batch 10 for 1000 steps, Lasso on a 9-value grid).
+
+``summary_figure(dirs, path)`` draws several tasks' ``errors_standard.csv`` side by side (the
+papers' layout), e.g. ``docs/icl_tasks_cpu.png``.
 
 Distributions: ``standard``; ``skewed`` covariance and ``scaled`` inputs (``tasks.sample_xs``);
 ``noisy_y`` (Gaussian noise of std ``noise`` on every ``y``, the error measured against the
@@ -31,13 +41,16 @@ import torch
 
 from lit_loops.checkpoints import load_run
 from lit_loops.checks import check, check_choice, check_positive_int
-from lit_loops.experiments.icl.baselines import BASELINES, BASELINES_FOR_TASK, EXPENSIVE
+from lit_loops.experiments.icl.baselines import BASELINE_SETTINGS, BASELINES, EXPENSIVE
 from lit_loops.experiments.icl.data import ICLDataModule
 from lit_loops.experiments.icl.module import ICLModule
 from lit_loops.experiments.icl.tasks import sample_xs
 from lit_loops.plots import finish_plot
 
 DISTS = ("standard", "skewed", "scaled", "noisy_y", "orthant")
+# Loops at which Yang et al. read their looped models (the paper's figures).
+PAPER_READ_LOOPS = {"decision_tree": 200}
+PAPER_READ_LOOPS_DEFAULT = 500
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B,n,d),(B,n) -> (B,n)
 
 
@@ -134,6 +147,14 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+def distinct_colors(count: int) -> list:
+    """``count`` colours, none repeated (matplotlib's 10-colour cycle repeats past 10)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
 def plot(curves: dict[str, tuple], x, xlabel: str, title: str, path: Path, mark=None) -> None:
     import matplotlib
 
@@ -142,6 +163,7 @@ def plot(curves: dict[str, tuple], x, xlabel: str, title: str, path: Path, mark=
 
     floor = 1e-5  # log axis: exact predictions (least squares) are drawn at the floor
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.set_prop_cycle(color=distinct_colors(len(curves)))
     for name, (mean, lo, hi) in curves.items():
         style = "-" if not name.startswith(("standard", "looped")) else "-o"
         mean, lo, hi = (t.clamp(min=floor).numpy() for t in (mean, lo, hi))
@@ -168,15 +190,27 @@ def evaluate(
     loops_max: int | None = None,
     seed: int = 2024,
     log: Callable[[str], None] = print,
+    baseline_setting: str = "garg",
+    read_loops: int | None = None,
 ) -> dict[str, dict[str, tuple]]:
     """Writes the CSVs and PNGs (see the module docs); returns ``{dist: {name: (mean, lo,
     hi)}}`` with ``(n,)`` tensors, plus for looped checkpoints ``"loops"`` (the same, over
     loop counts) and ``"loops_b"`` (``{name: b}``). ``baselines`` None takes the task's list
-    (``BASELINES_FOR_TASK``); the ``EXPENSIVE`` ones (a model fitted per prompt and
-    prefix) see only the first ``expensive_prompts`` prompts."""
+    in ``baseline_setting``; the ``EXPENSIVE`` ones (a model fitted per prompt and prefix)
+    see only the first ``expensive_prompts`` prompts. ``read_loops`` (None: the papers'
+    count for the task; 0: none) adds each looped model's curve read after that many
+    loops, named ``<label> @<loops>``, beside the one at its ``b``."""
     check(len(checkpoints) >= 1, "checkpoints", checkpoints, "give at least one")
     check_positive_int("prompts", prompts)
     check_positive_int("expensive_prompts", expensive_prompts)
+    check_choice("baseline_setting", baseline_setting, BASELINE_SETTINGS)
+    if read_loops is not None:
+        check(
+            isinstance(read_loops, int) and read_loops >= 0,
+            "read_loops",
+            read_loops,
+            "must be a loop count >= 0 (0: none)",
+        )
     for dist in dists:
         check_choice("dist", dist, DISTS)
     loaded = [load(c) for c in checkpoints]
@@ -190,7 +224,9 @@ def evaluate(
             f"must share task, d and n_points; {dict(same)} differs",
         )
     task, d = data.hparams.task, data.hparams.d
-    names = BASELINES_FOR_TASK[task] if baselines is None else baselines
+    names = BASELINE_SETTINGS[baseline_setting][task] if baselines is None else baselines
+    if read_loops is None:
+        read_loops = PAPER_READ_LOOPS.get(task, PAPER_READ_LOOPS_DEFAULT)
     for name in names:
         check_choice("baselines", name, BASELINES)
     out = Path(out_dir)
@@ -200,7 +236,13 @@ def evaluate(
     for dist in dists:
         xs, ys, targets, norm = draw(data, prompts, dist, seed, scale, noise)
         curves: dict[str, tuple] = {}
-        predictors = [(label, model_predictor(m), prompts) for m, _, label in loaded] + [
+        predictors = [(label, model_predictor(m), prompts) for m, _, label in loaded]
+        predictors += [
+            (f"{label} @{read_loops}", model_predictor(m, read_loops), prompts)
+            for m, _, label in loaded
+            if m.hparams.looped and read_loops and read_loops != m.hparams.loops
+        ]
+        predictors += [
             (n, BASELINES[n], expensive_prompts if n in EXPENSIVE else prompts) for n in names
         ]
         for name, predictor, count in predictors:
@@ -224,7 +266,7 @@ def evaluate(
         xs, ys, _, norm = draw(data, prompts, "standard", seed, scale, noise)
         position = min(2 * d, data.hparams.n_points - 1)
         curves = {}
-        top = loops_max or 4 * max(m.hparams.loops for m, _ in looped)
+        top = loops_max or max(read_loops, *(4 * m.hparams.loops for m, _ in looped))
         for module, label in looped:
             curves[label] = bootstrap(loop_curve(module, xs, ys, norm, position, top).T)
         rows = [
@@ -241,6 +283,51 @@ def evaluate(
         results["loops"] = curves
         results["loops_b"] = {label: module.hparams.loops for module, label in looped}
     return results
+
+
+def summary_figure(dirs: list[str | Path], path: str | Path, titles: list[str] | None = None):
+    """The tasks side by side: each folder's ``errors_standard.csv`` (written by
+    ``evaluate``; or a CSV of that format given directly, e.g. ``docs/icl_cpu_errors.csv``)
+    as one panel of error against in-context examples, bands included."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    check(len(dirs) >= 1, "dirs", dirs, "give at least one evaluation folder")
+    floor = 1e-5
+    fig, axes = plt.subplots(1, len(dirs), figsize=(4.6 * len(dirs), 4.0), squeeze=False)
+    for i, (folder, ax) in enumerate(zip(dirs, axes[0], strict=True)):
+        csv_path = Path(folder)
+        if csv_path.is_dir():
+            csv_path = csv_path / "errors_standard.csv"
+        check(csv_path.is_file(), "dirs", str(folder), "must be or hold an errors_standard.csv")
+        curves: dict[str, list[tuple[int, float, float, float]]] = {}
+        with csv_path.open() as f:
+            for row in csv.DictReader(f):
+                curves.setdefault(row["predictor"], []).append(
+                    (int(row["examples"]), float(row["mean"]), float(row["lo"]), float(row["hi"]))
+                )
+        ax.set_prop_cycle(color=distinct_colors(len(curves)))
+        for name, points in curves.items():
+            n, mean, lo, hi = (
+                torch.tensor(c).clamp(min=floor).numpy() for c in zip(*points, strict=True)
+            )
+            style = "-o" if name.startswith(("standard", "looped")) else "-"
+            (line,) = ax.plot(n, mean, style, label=name, markersize=2.5, linewidth=1.2)
+            ax.fill_between(n, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_xlabel("in-context examples")
+        ax.set_title(titles[i] if titles else csv_path.parent.name, fontsize=10)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("squared error / normaliser")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
 
 
 def table(results: dict[str, dict[str, tuple]], positions: list[int]) -> str:
