@@ -192,9 +192,9 @@ copies), which is all of the 1.0-1.1x.
 Compiled (each ``BlockRecurrentLayer`` a unit, compiled in a few variants: with and
 without XL memory, with and without the state reads): inductor fuses about half of that
 element-wise 10 % into its kernels, and adds about 3 % of guard checks and graph calls
-(two per layer and block), so the compiled step is 0-7 % faster than the eager one across
-quick runs; compiling takes about 30-40 s from an empty cache (a few seconds from
-inductor's on-disk cache). Missed: >= 1.3x the reference. At 90 % matrix products and
+(two per layer and block), so the compiled step is within a few per cent of the eager one
+(0-7 % faster across quick runs, 0.98x in the run below); compiling takes about 30-40 s
+from an empty cache (a few seconds from inductor's on-disk cache). Missed: >= 1.3x the reference. At 90 % matrix products and
 attention that run the same kernels on the same FLOPs as the reference, no fusion can
 reach it: even with every element-wise op free, ours would be about 1.15-1.2x its step. What
 would close it: less attention work (every layer's causal mask over [XL memory | block]
