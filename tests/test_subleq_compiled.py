@@ -164,3 +164,34 @@ def test_invalid_kind_and_spec_fail_clearly() -> None:
         SubleqModule(n_tokens=16, d_state=SMALL.d, kind="handmade")
     with pytest.raises(ValueError, match="spec"):
         build_compiled({"n": 16})  # type: ignore[arg-type]
+
+
+def test_init_noise_perturbs_the_compiled_weights_reproducibly() -> None:
+    """``init_noise`` adds seeded Gaussian noise of that std to every compiled weight (the
+    start of the noise experiment); it needs ``kind: compiled`` and a std >= 0."""
+    exact = small_module()
+    torch.manual_seed(0)
+    noisy = SubleqModule(
+        n_tokens=SMALL.n, d_state=SMALL.d, kind="compiled", machine={"s": 4, "m": 4},
+        init_noise=0.1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    again = SubleqModule(
+        n_tokens=SMALL.n, d_state=SMALL.d, kind="compiled", machine={"s": 4, "m": 4},
+        init_noise=0.1,
+    )  # fmt: skip
+    deltas = [
+        (p - q).flatten()
+        for p, q in zip(noisy.model.parameters(), exact.model.parameters(), strict=True)
+    ]
+    delta = torch.cat(deltas)
+    assert abs(delta.std().item() - 0.1) < 0.005 and abs(delta.mean().item()) < 0.005
+    for p, q in zip(noisy.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="init_noise=0.1 is invalid.*kind: compiled"):
+        SubleqModule(n_tokens=SMALL.n, d_state=SMALL.d, init_noise=0.1)
+    with pytest.raises(ValueError, match="init_noise=-1"):
+        SubleqModule(
+            n_tokens=SMALL.n, d_state=SMALL.d, kind="compiled", machine={"s": 4, "m": 4},
+            init_noise=-1.0,
+        )  # fmt: skip

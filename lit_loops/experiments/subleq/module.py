@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from lit_loops.checks import check_choice, check_data_decided, check_float, check_int
+from lit_loops.checks import check, check_choice, check_data_decided, check_float, check_int
 from lit_loops.experiments.subleq import compiled as compiled_machine
 from lit_loops.module import ExperimentModule
 from lit_loops.nn import LayerStack, TransformerConfig, TransformerWrapper, VectorReadIn
@@ -64,6 +64,9 @@ class SubleqModule(ExperimentModule):
             ``scripts/subleq_compile.py`` writes it as a checkpoint.
         machine: for ``compiled``, the machine's ``s`` and ``m`` (and ``N``, else
             derived from ``d_state``): the data links only ``n`` and ``d``.
+        init_noise: for ``compiled``, Gaussian noise of this std added to every weight
+            at construction (drawn from the seeded global generator): training from a
+            perturbed construction instead of random init (0: the exact machine).
     """
 
     run_name = "subleq_n{n}_N{N}_L{n_layers}_{loss}"
@@ -83,6 +86,7 @@ class SubleqModule(ExperimentModule):
         compile: bool = False,
         kind: str = "encoder",
         machine: dict | None = None,
+        init_noise: float = 0.0,
     ) -> None:
         super().__init__(compile=compile)
         check_data_decided(n_tokens=n_tokens, d_state=d_state)
@@ -92,6 +96,13 @@ class SubleqModule(ExperimentModule):
         check_choice("loss", loss, LOSSES)
         check_float("changed_weight", changed_weight, 0.0)
         check_choice("kind", kind, KINDS)
+        check_float("init_noise", init_noise, 0.0)
+        check(
+            init_noise == 0.0 or kind == "compiled",
+            "init_noise",
+            init_noise,
+            "perturbs the compiled machine's weights: set kind: compiled",
+        )
         self.net, self.optim = self.config_arg("net", net), self.config_arg("optim", optim)
         self.save_hyperparameters()
         self.scale = scale
@@ -99,6 +110,10 @@ class SubleqModule(ExperimentModule):
             spec = compiled_machine.spec_of(n_tokens, d_state, scale, machine)
             logit = COMPILED_BCE_LOGIT if loss == "bce" else 1.0
             self.model = compiled_machine.build_compiled(spec, logit_scale=logit)
+            if init_noise:
+                with torch.no_grad():
+                    for p in self.model.parameters():
+                        p.add_(init_noise * torch.randn_like(p))
             self.net = self.model.stack.cfg
             self.hparams["net"] = asdict(self.net)  # the size actually built
         else:
