@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_block_recurrent import SMALL as SMALL_MODEL
 
 from lit_loops.experiments.block_recurrent.model import (
     BlockRecurrentConfig,
@@ -34,16 +35,9 @@ from lit_loops.experiments.block_recurrent.reference import (
 
 reference = pytest.importorskip("block_recurrent_transformer_pytorch")
 
-NUM_TOKENS = 64
-SMALL = dict(
-    dim=32,
-    depth=3,
-    dim_head=16,
-    heads=2,
-    max_seq_len=16,
-    block_width=8,
-    num_state_vectors=4,
-)
+# test_block_recurrent's small model, its vocabulary apart (the reference takes it apart)
+NUM_TOKENS = SMALL_MODEL["num_tokens"]
+SMALL = {k: v for k, v in SMALL_MODEL.items() if k != "num_tokens"}
 STRUCTURES = {
     "one recurrent layer": {},
     "two recurrent, read lower": dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3)),
