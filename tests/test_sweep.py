@@ -77,17 +77,31 @@ def check_applied(run: LitLoopsCLI, params: dict) -> None:
             assert (list(got) if isinstance(got, tuple) else got) == value, key
         elif key == "trainer.max_steps":
             assert run.trainer.max_steps == value
+        elif key == "seed_everything":
+            assert run.config["seed_everything"] == value
         elif key == "config":
             overrides = yaml.safe_load((CONFIGS.parent / value).read_text())["model"]["init_args"]
             for name, expected in overrides.items():
-                assert run.model.hparams[name] == expected, (value, name)
+                assert_contains(run.model.hparams[name], expected, (value, name))
+
+
+def assert_contains(got, expected, where) -> None:
+    """``expected`` (a YAML override) holds in ``got``: nested mappings compared key by
+    key (an override sets some fields of a config dataclass), lists as lists."""
+    if isinstance(expected, dict):
+        for name, value in expected.items():
+            field = got[name] if isinstance(got, dict) else getattr(got, name)
+            assert_contains(field, value, (*where, name))
+    else:
+        assert (list(got) if isinstance(got, tuple) else got) == expected, where
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_sweep_file_is_valid_and_the_agent_command_parses(in_repo_tmp, path):
     config = load_sweep(path)  # wandb's JSON schema plus our checks
     assert config["command"][:3] == ["${env}", "lit-loops", "fit"]
-    assert all("." in k or k == "config" for k in config["parameters"]), "flat dotted names"
+    top_level = ("config", "seed_everything")
+    assert all("." in k or k in top_level for k in config["parameters"]), "flat dotted names"
     suggestion = import_sweeps().next_run(config, [])
     params = {k: v["value"] for k, v in suggestion.config.items()}
     argv = agent_command(config, params)

@@ -5,7 +5,8 @@ of fit), ``QuantizedEval`` (bit-matrix outputs snapped and scored), ``Curriculum
 values of the curricula in ``lit_loops.schedules``), ``GenerateSample`` (a generated
 sample now and then, from any module that generates), ``CheckpointOnInterrupt`` (SIGTERM /
 Ctrl-C: a checkpoint, then exit), ``NonFiniteLossGuard`` (NaN: stop with a checkpoint, or
-skip), ``SweepReport`` (metrics back to ``lit-loops sweep``).
+skip), ``SweepReport`` (metrics back to ``lit-loops sweep``), ``Throughput`` (training
+wall time and tokens/s beside the metrics).
 """
 
 from lit_loops.callbacks.curriculum import CurriculumLog
@@ -15,6 +16,7 @@ from lit_loops.callbacks.quantize import QuantizedEval
 from lit_loops.callbacks.restore_best import RestoreBestWeights
 from lit_loops.callbacks.run_name import RunName, find_run_name
 from lit_loops.callbacks.samples import GenerateSample
+from lit_loops.callbacks.throughput import Throughput
 
 __all__ = [
     "CheckpointOnInterrupt",
@@ -25,5 +27,6 @@ __all__ = [
     "QuantizedEval",
     "RestoreBestWeights",
     "RunName",
+    "Throughput",
     "find_run_name",
 ]

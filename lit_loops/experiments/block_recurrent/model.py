@@ -758,15 +758,21 @@ class RecurrentTrainerWrapper(nn.Module):
     into k segments, memories and states carried (detached: truncated backpropagation
     through time) from segment to segment, and dropped at random in training
     (``xl_memories_dropout``, ``state_dropout``: the model must also cope without them).
-    ``forward`` returns the mean of the segments' losses."""
+    ``carry_memories=False`` never carries the XL memories across a segment boundary, in
+    training and evaluation alike: with ``recurrent_layers=[]`` that is the paper's
+    sliding-window baseline (each block still attends to the block before it inside a
+    segment; a segment starts with no memory). ``forward`` returns the mean of the
+    segments' losses."""
 
     def __init__(
         self,
         transformer: BlockRecurrentTransformer,
         xl_memories_dropout: float = 0.0,
         state_dropout: float = 0.0,
+        carry_memories: bool = True,
     ) -> None:
         super().__init__()
+        check(isinstance(carry_memories, bool), "carry_memories", carry_memories, "must be a bool")
         for name, p in (
             ("xl_memories_dropout", xl_memories_dropout),
             ("state_dropout", state_dropout),
@@ -776,6 +782,7 @@ class RecurrentTrainerWrapper(nn.Module):
         self.seq_len = transformer.max_seq_len
         self.xl_memories_dropout = xl_memories_dropout
         self.state_dropout = state_dropout
+        self.carry_memories = carry_memories
 
     def segments(self, seq: torch.Tensor) -> int:
         n = seq.shape[1] - 1
@@ -800,6 +807,8 @@ class RecurrentTrainerWrapper(nn.Module):
                     memories = None
                 if drops[1] < self.state_dropout:
                     states = None
+            if not self.carry_memories:
+                memories = None
             logits, memories, states = self.transformer(piece[:, :-1], memories, states)
             yield logits, piece[:, 1:], s
 

@@ -11,8 +11,8 @@ optimization, so gradient accumulation and clipping are this module's arguments
 (``accumulate_grad_batches``, ``gradient_clip_val``), not the Trainer's.
 
 Logged: ``train/loss``, ``val/loss``, ``val/bpc`` (bits per byte: the loss / ln 2),
-``val/loss_segment<s>`` per segment (does a later segment, which has memories and states
-from the one before, do better?), and with the recall task ``train/recall_acc`` and
+``val/loss_segment<s>`` and ``val/bpc_segment<s>`` per segment (does a later segment,
+which has memories and states from the one before, do better? segment 0 starts cold), and with the recall task ``train/recall_acc`` and
 ``val/recall_acc`` (argmax at the answer positions; chance is 1 / the number of values).
 """
 
@@ -42,6 +42,9 @@ class BlockRecurrentModule(ExperimentModule):
     net: the model (``BlockRecurrentConfig``, in ``model.py``).
     xl_memories_dropout, state_dropout: drop the carried memories / states before a
         segment with this probability (training only).
+    carry_memories: carry the XL memories from segment to segment (False, with
+        ``net.recurrent_layers=[]``: the sliding-window baseline, see
+        ``RecurrentTrainerWrapper``).
     optim: ``lit_loops.optim`` (the seed's enwik8 recipe: Adam 1e-4).
     accumulate_grad_batches, gradient_clip_val: see the module docs (the seed: 4, 0.5).
     compile: compile the network's layers with ``torch.compile`` (``lit_loops.compile``).
@@ -64,6 +67,7 @@ class BlockRecurrentModule(ExperimentModule):
         ),
         xl_memories_dropout: float = 0.0,
         state_dropout: float = 0.0,
+        carry_memories: bool = True,
         optim: OptimConfig = OptimConfig(optimizer="adam", lr=1e-4),
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
@@ -84,7 +88,9 @@ class BlockRecurrentModule(ExperimentModule):
         self.automatic_optimization = False  # per-segment backward (see the module docs)
         self.model = BlockRecurrentTransformer(num_tokens, self.net)
         max_seq_len, depth = self.net.max_seq_len, self.net.depth
-        self.wrapper = RecurrentTrainerWrapper(self.model, xl_memories_dropout, state_dropout)
+        self.wrapper = RecurrentTrainerWrapper(
+            self.model, xl_memories_dropout, state_dropout, carry_memories
+        )
         check(
             (sample_len - 1) % max_seq_len == 0,
             "data.sample_len",
@@ -109,6 +115,9 @@ class BlockRecurrentModule(ExperimentModule):
             )
         self.val_loss = torchmetrics.MeanMetric()
         self.val_segment_loss = torch.nn.ModuleList(
+            torchmetrics.MeanMetric() for _ in range(self.segments)
+        )
+        self.val_segment_bpc = torch.nn.ModuleList(
             torchmetrics.MeanMetric() for _ in range(self.segments)
         )
         self.val_bpc = torchmetrics.MeanMetric()
@@ -180,12 +189,15 @@ class BlockRecurrentModule(ExperimentModule):
             self.val_loss(loss, weight=B)
             self.val_bpc(loss / math.log(2), weight=B)
             self.val_segment_loss[s](loss, weight=B)
+            self.val_segment_bpc[s](loss / math.log(2), weight=B)
             if recall is not None:
                 correct, answers = correct + recall[0], answers + recall[1]
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=B)
         self.log("val/bpc", self.val_bpc, on_epoch=True, prog_bar=True, batch_size=B)
         for s, metric in enumerate(self.val_segment_loss):
             self.log(f"val/loss_segment{s}", metric, on_epoch=True, batch_size=B)
+        for s, metric in enumerate(self.val_segment_bpc):
+            self.log(f"val/bpc_segment{s}", metric, on_epoch=True, batch_size=B)
         if answers:
             self.val_recall(correct / answers, weight=answers)
             self.log("val/recall_acc", self.val_recall, on_epoch=True, prog_bar=True, batch_size=B)
