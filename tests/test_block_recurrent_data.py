@@ -192,6 +192,44 @@ def test_recall_distractors_are_disjoint_from_the_task_tokens():
     assert torch.isin(batch["tokens"][~is_task], torch.tensor(list(DISTRACTORS))).all()
 
 
+def test_recall_keys_beyond_the_letters_are_distinct_non_ascii_bytes():
+    """54 kinds of key: A..Z then bytes 128..155; keys per sample still distinct, and every
+    kind is drawn."""
+    dm = BlockRecurrentDataModule(
+        source="recall", sample_len=129, recall_pairs=4, recall_keys=54, batch_size=512
+    )
+    batch = first(dm)
+    tokens = batch["tokens"]
+    alphabet = torch.tensor(list(brd.recall_keys(54)))
+    assert len(set(brd.recall_keys(54))) == 54 and max(brd.recall_keys(54)) == 155
+    is_key = torch.isin(tokens, alphabet)
+    assert is_key.sum(1).eq(8).all()  # 4 pairs + 4 queries, nothing else looks like a key
+    assert set(tokens[is_key].unique().tolist()) == set(alphabet.tolist())
+    for row in tokens[:16]:
+        keys = row[torch.isin(row, alphabet)][:4]  # the pairs' keys (the queries follow)
+        assert len(set(keys.tolist())) == 4
+    few = BlockRecurrentDataModule(source="recall", sample_len=65, recall_pairs=2, recall_keys=2)
+    keys = first(few)["tokens"]
+    assert torch.isin(keys, torch.tensor(list(b"AB"))).sum(1).eq(4).all()  # both, every row
+
+
+def test_recall_pairs_curriculum_grows_one_pair_at_a_time():
+    dm = BlockRecurrentDataModule(
+        source="recall", sample_len=129, recall_pairs=4, recall_pairs_start=1,
+        recall_pairs_every=100, batch_size=8,
+    )  # fmt: skip
+    for step, pairs in [(0, 1), (99, 1), (100, 2), (250, 3), (300, 4), (10_000, 4)]:
+        batch = first(dm, step=step)
+        assert batch["answer_mask"].sum(1).eq(pairs).all(), step
+        assert dm.curriculum.current(step) == {"recall_pairs": float(pairs)}
+        keys, _, queries, text = parse_recall(batch["tokens"][0])
+        assert len(keys) == pairs and text[-1:] == queries[-1][1]
+    assert all(b["answer_mask"].sum(1).eq(4).all() for b in dm.val_batches())
+    # the model's reach check reads the final count's (smallest) gap
+    assert dm.model_args()["min_recall_gap"] == 129 - 6 * 4 + 4
+    assert BlockRecurrentDataModule(source="recall").curriculum is None
+
+
 def test_recall_sample_too_short_fails_clearly():
     BlockRecurrentDataModule(source="recall", sample_len=24 + 10, recall_pairs=4, recall_gap=10)
     with pytest.raises(ValueError, match=r"sample_len=33 .*at least 34 .*recall_pairs=4"):
@@ -240,6 +278,15 @@ def test_validation_is_the_same_for_every_instance(source):
         ({"recall_values": 1}, r"recall_values=1 .*\[2, 10\]"),
         ({"recall_values": 11}, r"recall_values=11 .*\[2, 10\]"),
         ({"recall_pairs": 27}, r"recall_pairs=27 .*\[1, 26\]"),
+        ({"recall_pairs": 5, "recall_keys": 4}, r"recall_pairs=5 .*\[1, 4\]"),
+        ({"recall_keys": 155}, r"recall_keys=155 .*\[1, 154\]"),
+        ({"recall_pairs_start": 2}, r"recall_pairs_start=2 .*only read by source='recall'"),
+        ({"source": "recall", "recall_pairs_start": 0}, r"recall_pairs_start=0 "),
+        (
+            {"source": "recall", "recall_pairs_start": 5, "recall_pairs": 4},
+            r"recall_pairs_start=5 .*final value 4",
+        ),
+        ({"recall_pairs_every": 0}, r"recall_pairs_every=0 "),
         ({"recall_gap": -1}, r"recall_gap=-1 "),
         ({"enwik8_split": (1, 2)}, r"enwik8_split=\(1, 2\) .*three positive integers"),
         ({"path": "enwik8.zip"}, r"path='enwik8.zip' .*only read by source='enwik8'"),

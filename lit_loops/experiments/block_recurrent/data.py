@@ -42,6 +42,7 @@ import torch
 
 from lit_loops.checks import check, check_choice, check_float, check_int, check_positive_int, fail
 from lit_loops.data import fixed_loader, train_stream
+from lit_loops.schedules import StepSchedule
 
 NUM_TOKENS = 256
 SOURCES = ("stdlib", "enwik8", "recall")
@@ -58,6 +59,8 @@ MAX_CORPUS_BYTES = 32_000_000
 
 # recall alphabets, pairwise disjoint so that a sample parses without its layout
 KEYS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+EXTRA_KEYS = bytes(range(128, 256))  # beyond 26 kinds of key: the non-ASCII bytes
+MAX_RECALL_KEYS = len(KEYS) + len(EXTRA_KEYS)
 VALUES = b"0123456789"  # the first ``recall_values`` of them
 PAIR_END = ord(";")
 QUERY_MARK = ord("?")
@@ -271,6 +274,12 @@ def tiled_batches(data: torch.Tensor, sample_len: int, batch_size: int, name: st
 # ----------------------------------------------------------------------------------- recall
 
 
+def recall_keys(kinds: int) -> bytes:
+    """The recall task's key alphabet of ``kinds`` bytes: the first ``kinds`` uppercase
+    letters, then non-ASCII bytes 128.. (disjoint from values, distractors and marks)."""
+    return (KEYS + EXTRA_KEYS)[:kinds]
+
+
 def recall_min_length(pairs: int, gap: int = 0) -> int:
     """The shortest sample holding ``pairs`` pairs, ``gap`` distractors and the queries."""
     return 2 * PAIR_TOKENS * pairs + gap
@@ -283,8 +292,9 @@ class RecallBatchMaker:
     ``L - 6P``, as large as the sample allows)::
 
         [0, s)              distractors (lowercase letters and spaces); s = L - 6P - G
-        [s, s + 3P)         pair j at s + 3j: key, value, ";"   (keys distinct uppercase
-                            letters, values digits "0".. of ``values`` kinds)
+        [s, s + 3P)         pair j at s + 3j: key, value, ";"   (distinct keys from an
+                            alphabet of ``keys`` kinds, values digits "0".. of ``values``
+                            kinds)
         [s + 3P, L - 3P)    G distractors
         [L - 3P, L)         query q at L - 3P + 3q: "?", key, value (the answer), the
                             pairs' keys in a random order
@@ -295,35 +305,53 @@ class RecallBatchMaker:
     is predicted at ``a - 1``, which in a block of ``W`` tokens with ``M`` tokens of XL
     memory sees at most ``W - 1 + M`` back: every answer needs the recurrence when
     ``min_recall_gap > W + M``. Chance accuracy is ``1 / values``.
+
+    ``pairs_schedule`` (a ``StepSchedule`` ending at ``pairs``): a curriculum over the pairs
+    per sample, the layout above with the step's ``P`` (the gap, when not given, grows as
+    ``P`` shrinks; ``min_recall_gap`` is the final ``P``'s, the smallest).
     """
 
     def __init__(
-        self, batch_size: int, sample_len: int, pairs: int, values: int, gap: int | None = None
+        self,
+        batch_size: int,
+        sample_len: int,
+        pairs: int,
+        values: int,
+        gap: int | None = None,
+        keys: int = len(KEYS),
+        pairs_schedule: StepSchedule | None = None,
     ) -> None:
         self.batch_size, self.sample_len = batch_size, sample_len
-        self.pairs, self.values = pairs, values
-        self.gap = sample_len - recall_min_length(pairs) if gap is None else gap
-        self.query_start = sample_len - PAIR_TOKENS * pairs
-        self.pair_start = self.query_start - self.gap - PAIR_TOKENS * pairs
-        self.min_recall_gap = self.gap + 4
-        self.answer_positions = torch.arange(self.query_start + 2, sample_len, PAIR_TOKENS)
-        self.keys = torch.tensor(list(KEYS))
+        self.pairs, self.values, self.fixed_gap = pairs, values, gap
+        self.pairs_schedule = pairs_schedule
+        self.min_recall_gap = self.layout(pairs)[0] + 4
+        self.keys = torch.tensor(list(recall_keys(keys)))
         self.distractors = torch.tensor(list(DISTRACTORS))
 
+    def layout(self, pairs: int) -> tuple[int, int, int]:
+        """``(gap, pair_start, query_start)`` of a sample with ``pairs`` pairs."""
+        L = self.sample_len
+        gap = L - recall_min_length(pairs) if self.fixed_gap is None else self.fixed_gap
+        query_start = L - PAIR_TOKENS * pairs
+        return gap, query_start - gap - PAIR_TOKENS * pairs, query_start
+
     def __call__(self, g: torch.Generator, step: int = 0) -> dict:
-        B, L, P = self.batch_size, self.sample_len, self.pairs
+        B, L = self.batch_size, self.sample_len
+        P = self.pairs if self.pairs_schedule is None else self.pairs_schedule.value(step)
+        _, pair_start, query_start = self.layout(P)
         tokens = self.distractors[torch.randint(len(DISTRACTORS), (B, L), generator=g)]
         # distinct keys per row: the first P of a random permutation of the alphabet
-        keys = self.keys[torch.rand(B, len(KEYS), generator=g).argsort(dim=1)[:, :P]]  # (B, P)
+        n_keys = len(self.keys)
+        keys = self.keys[torch.rand(B, n_keys, generator=g).argsort(dim=1)[:, :P]]  # (B, P)
         values = torch.randint(self.values, (B, P), generator=g) + VALUES[0]  # (B, P)
-        pair = tokens[:, self.pair_start : self.pair_start + PAIR_TOKENS * P].view(B, P, 3)
+        pair = tokens[:, pair_start : pair_start + PAIR_TOKENS * P].view(B, P, 3)
         pair[:, :, 0], pair[:, :, 1], pair[:, :, 2] = keys, values, PAIR_END
         order = torch.rand(B, P, generator=g).argsort(dim=1)  # (B, P) query order
-        query = tokens[:, self.query_start :].view(B, P, 3)
+        query = tokens[:, query_start:].view(B, P, 3)
         query[:, :, 0] = QUERY_MARK
         query[:, :, 1], query[:, :, 2] = keys.gather(1, order), values.gather(1, order)
         answer = torch.zeros(B, L, dtype=torch.bool)
-        answer[:, self.answer_positions] = True
+        answer[:, torch.arange(query_start + 2, L, PAIR_TOKENS)] = True
         return {"tokens": tokens, "loss_mask": answer, "answer_mask": answer.clone()}
 
 
@@ -348,6 +376,12 @@ class BlockRecurrentDataModule(L.LightningDataModule):
         recall_pairs, recall_values, recall_gap: the recall task's key-value pairs per
             sample, kinds of value (2..10) and distractors between the last pair and the
             first query (None: as many as the sample allows).
+        recall_keys: kinds of key (``recall_pairs`` .. 154; 26, the uppercase letters, by
+            default; beyond 26 the non-ASCII bytes, see ``recall_keys``).
+        recall_pairs_start, recall_pairs_every: a curriculum over the pairs per training
+            sample: ``recall_pairs_start`` pairs, one more every ``recall_pairs_every``
+            steps up to ``recall_pairs`` (``StepSchedule``, logged by ``CurriculumLog``;
+            None: ``recall_pairs`` throughout). Validation always has ``recall_pairs``.
         seed, val_seed, num_workers: as in every DataModule here.
     """
 
@@ -366,6 +400,9 @@ class BlockRecurrentDataModule(L.LightningDataModule):
         recall_pairs: int = 4,
         recall_values: int = 10,
         recall_gap: int | None = None,
+        recall_keys: int = len(KEYS),
+        recall_pairs_start: int | None = None,
+        recall_pairs_every: int = 500,
         seed: int = 0,
         val_seed: int = 12345,
         num_workers: int = 0,
@@ -391,7 +428,11 @@ class BlockRecurrentDataModule(L.LightningDataModule):
             "must be three positive integers: train, validation and test bytes",
         )
         enwik8_split = tuple(enwik8_split)
-        check_int("recall_pairs", recall_pairs, min_value=1, max_value=len(KEYS))
+        check_int("recall_keys", recall_keys, min_value=1, max_value=MAX_RECALL_KEYS)
+        check_int("recall_pairs", recall_pairs, min_value=1, max_value=recall_keys)
+        if recall_pairs_start is not None:
+            check_int("recall_pairs_start", recall_pairs_start, min_value=1)
+        check_positive_int("recall_pairs_every", recall_pairs_every)
         check_int("recall_values", recall_values, min_value=2, max_value=len(VALUES))
         if recall_gap is not None:
             check_int("recall_gap", recall_gap, min_value=0)
@@ -417,6 +458,15 @@ class BlockRecurrentDataModule(L.LightningDataModule):
                 f"must be at least {need} for source='recall': 3 tokens for each of the "
                 f"recall_pairs={recall_pairs} pairs and as many for their queries, plus "
                 f"recall_gap={recall_gap or 0} between them",
+            )
+        self.curriculum = None  # what CurriculumLog reads: the pairs per training sample
+        if recall_pairs_start is not None:
+            check(
+                source == "recall", "recall_pairs_start", recall_pairs_start,
+                "is only read by source='recall'",
+            )  # fmt: skip
+            self.curriculum = StepSchedule(
+                "recall_pairs", recall_pairs_start, recall_pairs, 1, recall_pairs_every
             )
         self.save_hyperparameters()
         self._splits: dict[str, torch.Tensor] | None = None
@@ -453,16 +503,22 @@ class BlockRecurrentDataModule(L.LightningDataModule):
         if self.hparams.source != "recall":  # read (and check) the corpus before any step
             self.splits()
 
-    def recall_maker(self, batch_size: int) -> RecallBatchMaker:
+    def recall_maker(self, batch_size: int, train: bool = False) -> RecallBatchMaker:
         hp = self.hparams
         return RecallBatchMaker(
-            batch_size, hp.sample_len, hp.recall_pairs, hp.recall_values, hp.recall_gap
+            batch_size,
+            hp.sample_len,
+            hp.recall_pairs,
+            hp.recall_values,
+            hp.recall_gap,
+            hp.recall_keys,
+            self.curriculum if train else None,
         )
 
     def batch_maker(self) -> CropBatchMaker | RecallBatchMaker:
         hp = self.hparams
         if hp.source == "recall":
-            return self.recall_maker(hp.batch_size)
+            return self.recall_maker(hp.batch_size, train=True)
         return CropBatchMaker(self.splits()["train"], hp.batch_size, hp.sample_len)
 
     def train_dataloader(self):
