@@ -14,7 +14,8 @@ Recurrent layers also hold ``num_state_vectors`` state vectors. A block's tokens
 (cross-attention, at the recurrent layer or at an earlier ``read_recurrent_layers`` layer);
 after the block, the states attend to themselves and to the block's keys/values, and the
 result is folded in through a gate: the fixed simple gate (a learned moving average,
-``new = a * z + (1 - a) * old``) or an LSTM-style input/forget gate. States and memories
+``new = a * z + (1 - a) * old``) or an LSTM-style input/forget gate; ``state_cell`` puts a
+feed-forward on that path (after meliad's "single" and "dual" cells). States and memories
 change only when a block is complete, so a trailing partial block reads but never writes;
 this makes token-by-token decoding with ``RecurrentCache`` equal the full forward.
 
@@ -38,6 +39,7 @@ from lit_loops.checks import check, check_choice, check_float, check_int, check_
 from lit_loops.nn.sampling import generate
 
 GATES = ("fixed", "lstm")
+STATE_CELLS = ("skip", "single", "dual")
 QK_NORM_ORDERS = ("rotary_first", "norm_first")
 
 
@@ -165,7 +167,22 @@ class _GEGLU(nn.Module):
 class StateCell(nn.Module):
     """The recurrent states of one layer: how tokens read them and how a block updates
     them. ``prepare`` runs once per block; ``read`` at the reading layer; ``write`` after
-    the block, from the block's keys/values at the writing layer."""
+    the block, from the block's keys/values at the writing layer.
+
+    ``state_cell`` (after meliad's recurrent ``TransformerLayer``: its
+    ``recurrent_skip_ffn`` / ``recurrent_single_gate``) says what follows the states'
+    two attentions (``a``: their outputs concatenated, ``(B, S, 2*H*Dh)``):
+
+    - ``skip``: ``h = out(a)`` gated onto the states (``gate``): no feed-forward;
+    - ``dual``: as ``skip``, then ``y = ff(LN(new))`` (a GEGLU feed-forward of the token
+      layers' kind and width, its own weights) through a second gate of the same kind
+      onto ``new``;
+    - ``single``: no projection and no first gate: ``y = tanh(ff(a))`` (the MLP takes
+      the ``2*H*Dh`` attention outputs, no LayerNorm) through one gate onto the states.
+
+    The gates after the feed-forward (``ff_ema_logit``, ``ff_gates``): fixed, a learned
+    per-channel moving average of its own; lstm, input and forget gates (forget bias 1)
+    from the feed-forward's hidden layer (as meliad's ``MLP._gate``), candidate ``y``."""
 
     def __init__(
         self,
@@ -175,6 +192,8 @@ class StateCell(nn.Module):
         num_state_vectors: int,
         gate: str,
         qk_norm_scale: float | None = 8.0,
+        state_cell: str = "skip",
+        ff_mult: float = 4,
     ) -> None:
         super().__init__()
         inner = heads * dim_head
@@ -190,15 +209,34 @@ class StateCell(nn.Module):
         self.qk_read, self.qk_self, self.qk_cross = (
             QKNorm(dim_head, qk_norm_scale) for _ in range(3)
         )
-        self.out = nn.Linear(2 * inner, dim, bias=False)
         self.gate = gate
+        self.state_cell = state_cell
+        if state_cell != "single":  # skip, dual: projection and the first gate
+            self.out = nn.Linear(2 * inner, dim, bias=False)
+            if gate == "fixed":
+                self.to_z = nn.Linear(dim, dim)
+                self.ema_logit = nn.Parameter(torch.randn(dim) * 0.1)
+            else:  # lstm: z = tanh(Wz h), i = sigmoid(Wi h), f = sigmoid(Wf h + 1)
+                self.to_gates = nn.Linear(dim, 3 * dim)
+                with torch.no_grad():
+                    self.to_gates.bias[2 * dim :].fill_(1.0)  # start by remembering
+        if state_cell == "skip":
+            return
+        if state_cell == "dual":  # LN, (D -> 2F), GEGLU, (F -> D) on the gated states
+            self.ff = FeedForward(dim, ff_mult)
+        else:  # single: (2*H*Dh -> 2F), GEGLU, (F -> D) on the attention outputs
+            hidden = int(dim * ff_mult * 2 / 3)
+            self.ff = nn.Sequential(
+                nn.Linear(2 * inner, 2 * hidden, bias=False),
+                _GEGLU(),
+                nn.Linear(hidden, dim, bias=False),
+            )
         if gate == "fixed":
-            self.to_z = nn.Linear(dim, dim)
-            self.ema_logit = nn.Parameter(torch.randn(dim) * 0.1)
-        else:  # lstm: z = tanh(Wz h), i = sigmoid(Wi h), f = sigmoid(Wf h + 1)
-            self.to_gates = nn.Linear(dim, 3 * dim)
+            self.ff_ema_logit = nn.Parameter(torch.randn(dim) * 0.1)
+        else:  # i, f from the feed-forward's hidden layer (B, S, F) -> (B, S, 2*D)
+            self.ff_gates = nn.Linear(self.ff[-1].in_features, 2 * dim)
             with torch.no_grad():
-                self.to_gates.bias[2 * dim :].fill_(1.0)  # start by remembering
+                self.ff_gates.bias[dim:].fill_(1.0)  # start by remembering
 
     def initial(self, batch: int) -> torch.Tensor:
         return self.init_state.expand(batch, -1, -1)  # (B, S, D)
@@ -232,12 +270,34 @@ class StateCell(nn.Module):
             ],
             dim=-1,
         )  # (B, S, 2*H*Dh)
+        if self.state_cell == "single":
+            return self._ff_gate(h, states, squash=True)
         h = self.out(h)  # (B, S, D)
         if self.gate == "fixed":
             a = torch.sigmoid(self.ema_logit)
-            return a * self.to_z(h) + (1 - a) * states
-        z, i, f = self.to_gates(h).chunk(3, dim=-1)
-        return torch.sigmoid(f) * states + torch.sigmoid(i) * torch.tanh(z)
+            new = a * self.to_z(h) + (1 - a) * states
+        else:
+            z, i, f = self.to_gates(h).chunk(3, dim=-1)  # (B, S, 3*D) -> 3 x (B, S, D)
+            new = torch.sigmoid(f) * states + torch.sigmoid(i) * torch.tanh(z)
+        if self.state_cell == "dual":
+            return self._ff_gate(new, new, squash=False)
+        return new
+
+    def _ff_gate(self, x: torch.Tensor, old: torch.Tensor, squash: bool) -> torch.Tensor:
+        """``ff(x)`` (``x``: (B, S, D) for dual, (B, S, 2*H*Dh) for single; tanh with
+        ``squash``) gated onto ``old`` (B, S, D) -> (B, S, D)."""
+        *up, down = self.ff
+        hidden = x
+        for layer in up:  # (LN), the up-projection, the GEGLU: (B, S, F)
+            hidden = layer(hidden)
+        y = down(hidden)  # (B, S, D)
+        if squash:
+            y = torch.tanh(y)
+        if self.gate == "fixed":
+            a = torch.sigmoid(self.ff_ema_logit)
+            return a * y + (1 - a) * old
+        i, f = self.ff_gates(hidden).chunk(2, dim=-1)  # (B, S, 2*D) -> 2 x (B, S, D)
+        return torch.sigmoid(f) * old + torch.sigmoid(i) * y
 
 
 class BlockRecurrentLayer(nn.Module):
@@ -380,6 +440,16 @@ class BlockRecurrentConfig:
         use_xpos (ours): xPos scaling on the rotary positions (the reference: always on).
         gate (ours): ``fixed`` (the paper's best, the reference's only gate) or ``lstm``
             (our own design: tanh candidate, sigmoid input gate, forget gate biased to 1).
+        state_cell (ours, after meliad's ``recurrent_skip_ffn`` / ``recurrent_single_gate``
+            configurations): what follows the states' attentions, whose outputs are
+            concatenated to ``(B, S, 2*heads*dim_head)``. ``skip`` (the default: meliad's
+            Rec:fixed:skip, which the reference follows): projected to ``(B, S, dim)``
+            and gated onto the states, no feed-forward. ``dual``: then a
+            feed-forward of its own (the token layers' GEGLU, ``ff_mult``; LayerNorm
+            first) and a second gate of the ``gate`` kind onto the result. ``single``: no
+            projection and one gate: ``tanh(ff(attention outputs))`` (the feed-forward
+            maps ``2*heads*dim_head -> dim``) gated onto the states. The lstm gates after
+            the feed-forward read its hidden layer (as meliad's). ``StateCell``.
         all_layers_qk_norm (ours): the reference normalises q/k in recurrent layers only.
         qk_norm_scale (ours): the softmax temperature of the attentions whose q/k are
             l2-normalised (the recurrent layers' attention, the three state attentions,
@@ -414,6 +484,7 @@ class BlockRecurrentConfig:
     use_flash_attn: bool = True
     use_xpos: bool = False
     gate: str = "fixed"
+    state_cell: str = "skip"
     all_layers_qk_norm: bool = False
     qk_norm_scale: float | None = 8.0
     qk_norm_order: str = "rotary_first"
@@ -464,6 +535,7 @@ class BlockRecurrentConfig:
                 f"must divide block_width={self.block_width}",
             )
         check_choice("gate", self.gate, GATES)
+        check_choice("state_cell", self.state_cell, STATE_CELLS)
         for name in ("use_compressed_mem", "use_flash_attn", "use_xpos", "all_layers_qk_norm"):
             check(
                 isinstance(getattr(self, name), bool), name, getattr(self, name), "must be a bool"
@@ -541,7 +613,16 @@ class BlockRecurrentTransformer(nn.Module):
             for i in range(depth)
         )
         self.cells = nn.ModuleList(
-            StateCell(dim, heads, dim_head, cfg.state_vectors, cfg.gate, cfg.qk_norm_scale)
+            StateCell(
+                dim,
+                heads,
+                dim_head,
+                cfg.state_vectors,
+                cfg.gate,
+                cfg.qk_norm_scale,
+                state_cell=cfg.state_cell,
+                ff_mult=cfg.ff_mult,
+            )
             for _ in cfg.writes
         )
         if cfg.use_compressed_mem:

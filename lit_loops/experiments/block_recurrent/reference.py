@@ -10,7 +10,9 @@ is ours with ``REFERENCE_OPTIONS``:
 - ``qk_norm_order="norm_first"``: it normalises q/k and multiplies the learned q/k
   scales before rotating them, ours rotates first;
 - ``gate="fixed"``: its only gate (our ``lstm`` gate is our own design, with no
-  reference counterpart to copy from).
+  reference counterpart to copy from);
+- ``state_cell="skip"`` (the default): its state update has no feed-forward (our
+  ``single`` and ``dual`` cells, after meliad's, have nothing to copy from either).
 
 With those options, ``load_reference_weights(ours, ref)`` copies every parameter of the
 reference into ours (the two hold the same parameters, named differently), and the two
@@ -118,13 +120,20 @@ def load_reference_weights(ours: BlockRecurrentTransformer, ref: nn.Module) -> N
     (in place; dtypes and devices stay ours'), every one of them: a parameter of either
     left unmatched, or a shape that differs, is a ``ValueError``.
 
-    ``ours`` must have the fixed gate (the reference's only one) and its recurrent layers
+    ``ours`` must have the fixed gate (the reference's only one), the ``skip`` state cell
+    (the reference has no feed-forward on the state path) and its recurrent layers
     in ascending order (the reference orders its states, and the reads a layer
     concatenates, by depth). The behaviour options are not checked: build ``ours`` from
     ``reference_config`` to get the reference's outputs, or with other options to see
     what each changes at the same weights."""
     cfg = ours.cfg
     check(cfg.gate == "fixed", "gate", cfg.gate, "must be 'fixed': the reference has no lstm gate")
+    check(
+        cfg.state_cell == "skip",
+        "state_cell",
+        cfg.state_cell,
+        "must be 'skip': the reference has no feed-forward on the state path",
+    )
     check(
         cfg.writes == sorted(cfg.writes),
         "recurrent_layers",
