@@ -345,9 +345,10 @@ def test_the_recall_task_is_out_of_attention_reach():
     assert dm.model_args()["min_recall_gap"] > m.attention_reach
     seq = batch["tokens"]
     changed = seq.clone()
-    values = torch.arange(maker.pair_start + 1, maker.pair_start + 3 * 4, 3)
+    _, pair_start, query_start = maker.layout(4)
+    values = torch.arange(pair_start + 1, pair_start + 3 * 4, 3)
     changed[:, values] = (changed[:, values] - ord("0") + 1) % 10 + ord("0")
-    answers = maker.answer_positions - 1  # where each answer is predicted
+    answers = torch.arange(query_start + 2, 129, 3) - 1  # where each answer is predicted
     a, b = (m(s[:, :128])[0][:, answers] for s in (seq, changed))
     assert torch.allclose(a, b, atol=1e-6)
 

@@ -18,8 +18,10 @@ from lit_loops.experiments.sequences.banks import family_bank
 from lit_loops.experiments.sequences.data import SequenceDataModule
 from lit_loops.experiments.sequences.evaluate import (
     RealSequencesEval,
+    ceiling_position_accuracy,
     evaluate,
     posterior_next,
+    posterior_table,
     real_metrics,
     score_sequences,
     training_mixture,
@@ -122,6 +124,26 @@ def test_scoring_on_a_hand_built_model():
     assert {r["k"] for r in short} == {5, 6}
 
 
+def test_the_ceiling_is_the_posterior_predictors_accuracy_per_prefix():
+    """A hand-built mixture: after ``5 5`` the next term is 5 (p 0.7) or 6 (0.3); the
+    posterior predictor answers 5 there, so of two validation rows continuing 5 and 6 it gets
+    one right at prefix 2 and both at prefix 1 (5 follows 5 in every training row)."""
+    seqs = torch.tensor([[5, 5, 5], [5, 5, 6], [7, 8, 9]])
+    mixture = (seqs, torch.tensor([0.7, 0.3, 0.5], dtype=torch.float64))
+    table = posterior_table(mixture)
+    for row in seqs.tolist():
+        for k in (1, 2):
+            assert table[tuple(row[:k])] == posterior_next(mixture, row[:k])[0]
+    batch = {
+        "seq": torch.tensor([[5, 5, 5], [5, 5, 6], [9, 9, 9]]),
+        "valid": torch.ones(3, 3, dtype=torch.bool),
+        "family": torch.tensor([0, 0, 1]),
+    }
+    acc = ceiling_position_accuracy(table, ["constant", "arithmetic_up"], [batch])
+    assert acc["constant"] == [1.0, 0.5]
+    assert acc["arithmetic_up"][1] == 0.0  # 9 9 starts no training row: no answer, wrong
+
+
 def test_the_callback_states_its_interface():
     class NotSequences(torch.nn.Module):
         hparams: dict = {}
@@ -156,9 +178,15 @@ def test_the_evaluation_script_on_a_checkpoint(in_tmp):
     table = (Path("eval") / "real.md").read_text()
     assert "A000045 Fibonacci" in table and "A000040 primes" in table
     positions = (Path("eval") / "positions.csv").read_text().splitlines()
-    assert positions[0].startswith("set,pos1,")  # then 4 sets, 3 phases, 21 families
-    assert len(positions) == 1 + 4 + 3 + len(FAMILIES)
-    assert positions[-1].startswith("validation switch_rule,,")  # scored from 2 terms
+    # then 5 sets (the ceiling one of them), 3 phases and 21 families, twice (the ceiling's)
+    assert positions[0].startswith("set,pos1,")
+    assert len(positions) == 1 + 5 + 2 * (3 + len(FAMILIES))
+    assert positions[-1].startswith("ceiling switch_rule,,")  # scored from 2 terms
+    # the ceiling: every family >= 0.99 from 8 terms; mixed_periods shares 7-term
+    # prefixes with three_step and two_step (e.g. 78 78 79 79 79 80 80: 80 or 81?)
+    rows = {r.split(",")[0]: r.split(",")[1:] for r in positions[1:]}
+    assert all(float(r[7]) >= 0.99 for k, r in rows.items() if k.startswith("ceiling "))
+    assert float(rows["ceiling mixed_periods"][6]) < 0.9
     # cpu.yaml's training distribution misses one real prefix (the shared Fibonacci one);
     # a checkpoint from before issue 18 (no small_share saved) drew the tables uniformly
     assert evaluate(ckpt, "eval", log=lambda _: None)["summary"]["real_posterior_acc"] == (

@@ -11,9 +11,13 @@ prefix, next to what the training distribution itself would answer.
   (in-family, ``real.IN_FAMILY``), ``val/real_acc_pos<k>``, ``val/real_distance`` and
   ``val/real_out_acc`` (``real.OUT_OF_FAMILY``, no family generates them: an upper bound of
   what the families teach), ``val/real_out_acc_pos<k>``;
+* ``ceiling_position_accuracy(mixture, families, batches)``: the accuracy per prefix length
+  of that posterior predictor on a validation set, the ceiling of any model trained on the
+  distribution (where families share a prefix, e.g. ``mixed_periods`` and ``three_step``
+  after ``78 78 79 79 79 80 80``, it is below 1);
 * ``evaluate(ckpt, out_dir)``: what ``scripts/sequences_eval.py`` writes: the per-sequence
-  table, the accuracy per prefix length of the validation, held-out and real sets, and a
-  plot of it.
+  table, the accuracy per prefix length of the validation, held-out and real sets, the
+  ceiling beside them, and a plot of it.
 
 The interface the callback needs: a LightningModule whose ``forward`` maps ``(B, T)`` long
 tokens in 0..255 to ``(B, T, 256)`` causal next-term logits, with ``hparams.max_len``
@@ -181,6 +185,44 @@ def posterior_next(
     return int(mass.argmax()), float(mass.max() / mass.sum())
 
 
+def posterior_table(mixture: tuple[torch.Tensor, torch.Tensor]) -> dict[tuple[int, ...], int]:
+    """``posterior_next`` for every prefix of every training sequence at once: ``{prefix
+    (tuple, 1 .. L-1 terms): the most likely next term}``."""
+    seqs, prob = mixture
+    mass: dict[tuple[int, ...], dict[int, float]] = {}
+    rows, weights = seqs.tolist(), prob.tolist()
+    for k in range(1, seqs.shape[1]):
+        for row, w in zip(rows, weights, strict=True):
+            nexts = mass.setdefault(tuple(row[:k]), {})
+            nexts[row[k]] = nexts.get(row[k], 0.0) + w
+    return {prefix: max(nexts, key=nexts.get) for prefix, nexts in mass.items()}
+
+
+def posterior_logits(table: dict[tuple[int, ...], int], seq: torch.Tensor) -> torch.Tensor:
+    """``seq (B, T + 1)`` -> ``(B, T, 256)`` one-hot logits of the posterior predictor at
+    every prefix; a prefix no training sequence starts with gets an answer that is wrong
+    (the truth + 1): the predictor has none."""
+    B, T = seq.shape[0], seq.shape[1] - 1
+    answer = torch.empty(B, T, dtype=torch.long)
+    rows = seq.tolist()
+    for i, row in enumerate(rows):
+        for t in range(T):
+            guess = table.get(tuple(row[: t + 1]))
+            answer[i, t] = (row[t + 1] + 1) % 256 if guess is None else guess
+    return torch.nn.functional.one_hot(answer, 256).float()
+
+
+def ceiling_position_accuracy(
+    table: dict[tuple[int, ...], int], families: Sequence[str], batches: list[dict]
+) -> dict[str, list[float]]:
+    """``position_accuracy`` of the posterior predictor (``posterior_table``): the best any
+    model trained on the mixture can score per prefix length, scored as the model is."""
+    return _position_accuracy(
+        lambda seq: posterior_logits(table, seq.cpu()), families, len(batches[0]["seq"][0]) - 1,
+        batches,
+    )  # fmt: skip
+
+
 # --- the evaluation of a checkpoint -----------------------------------------------------------
 
 
@@ -189,17 +231,31 @@ def position_accuracy(module, batches: list[dict]) -> dict[str, list[float]]:
     """Accuracy per prefix length 1..T of ``batches`` (a validation set): ``all``, the mean
     over the families scored at each length (``metrics.PrefixScores``), ``phase<p>`` over a
     phase's, and per family (nan before its ``fixed_after``)."""
-    scores = PrefixScores(fixed_after(module.families), int(module.hparams.max_len))
     device = next(module.parameters()).device
+    return _position_accuracy(
+        lambda seq: module(seq[:, :-1].to(device)).cpu(),
+        module.families,
+        int(module.hparams.max_len),
+        batches,
+    )
+
+
+def _position_accuracy(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    families: Sequence[str],
+    positions: int,
+    batches: list[dict],
+) -> dict[str, list[float]]:
+    """``predict(seq (B, T + 1)) -> logits (B, T, 256)`` scored per prefix length."""
+    scores = PrefixScores(fixed_after(families), positions)
     for batch in batches:
-        seq = batch["seq"].to(device)
-        scores.update(module(seq[:, :-1]).cpu(), batch["seq"], batch["valid"], batch["family"])
+        scores.update(predict(batch["seq"]), batch["seq"], batch["valid"], batch["family"])
     per_family = scores.compute()["acc_pos"].float()  # (F, T)
     out = {"all": per_family.nanmean(0).tolist()}
-    phases = torch.tensor([FAMILIES[n].phase for n in module.families])
+    phases = torch.tensor([FAMILIES[n].phase for n in families])
     for p in sorted(set(phases.tolist())):
         out[f"phase{p}"] = per_family[phases == p].nanmean(0).tolist()
-    for name, row in zip(module.families, per_family, strict=True):
+    for name, row in zip(families, per_family, strict=True):
         out[name] = row.tolist()
     return out
 
@@ -236,8 +292,9 @@ def evaluate(
       model's answer and the training distribution's (``posterior``);
     * ``real.md``: a markdown table per sequence (answers after 5..8 terms);
     * ``positions.csv`` / ``positions.png``: accuracy per prefix length on the validation
-      set, the held-out set (with ``heldout_params``), and the real sequences (the CSV also
-      per phase and per family of the validation set, empty before ``fixed_after``).
+      set, the held-out set (with ``heldout_params``), and the real sequences, beside the
+      ceiling of the training distribution on the validation set (the CSV also per phase
+      and per family of the validation set and of the ceiling, empty before ``fixed_after``).
 
     Returns ``{"summary": {...}, "curves": {set: {k: accuracy}}}``."""
     from lit_loops.checkpoints import load_run
@@ -271,6 +328,10 @@ def evaluate(
     curves: dict[str, dict[int, float]] = {}
     val = position_accuracy(module, datamodule.val_batches())
     curves["validation"] = dict(enumerate(val["all"], start=1))
+    ceiling = ceiling_position_accuracy(
+        posterior_table(mixture), module.families, datamodule.val_batches()
+    )
+    curves["validation, ceiling (training distribution)"] = dict(enumerate(ceiling["all"], 1))
     held = datamodule.heldout_batches()
     if held:
         curves["held-out parameters"] = dict(enumerate(position_accuracy(module, held)["all"], 1))
@@ -282,6 +343,7 @@ def evaluate(
     header = ["set", *[f"pos{k}" for k in range(1, len(curves["validation"]) + 1)]]
     table = dict(curves)  # then the validation set per phase and per family
     table |= {f"validation {key}": dict(enumerate(v, 1)) for key, v in val.items() if key != "all"}
+    table |= {f"ceiling {key}": dict(enumerate(v, 1)) for key, v in ceiling.items() if key != "all"}
     with (out / "positions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
