@@ -34,7 +34,7 @@ from lit_loops.experiments.subleq.machine import (
     written_mask,
 )
 from lit_loops.experiments.subleq.programs import program_inputs, programs_that_fit
-from lit_loops.schedules import PhaseSchedule
+from lit_loops.schedules import Curricula, PhaseSchedule, StepSchedule
 
 
 def field_masks(spec: MachineSpec) -> dict[str, torch.Tensor]:
@@ -95,7 +95,13 @@ class SubleqBatchMaker:
     """Draws a training batch: fresh random states, or a uniform sample (with replacement)
     of a fixed training set; then, in a ``trace_fraction`` of the rows (each independently),
     a state sampled from ``trace_states`` (real program traces). Picklable, so dataloader
-    workers can use it."""
+    workers can use it.
+
+    ``curriculum`` (a ``PhaseSchedule`` over ``TASKS``) draws each row's task;
+    ``operand_bits`` and ``instructions`` (``StepSchedule``s) give the fresh random states'
+    ``value_bits`` and ``instructions`` (see ``random_states``) at the step. The fixed
+    training set and the trace rows do not follow them.
+    """
 
     def __init__(
         self,
@@ -106,9 +112,13 @@ class SubleqBatchMaker:
         trace_states: State | None = None,
         trace_fraction: float = 0.0,
         curriculum: PhaseSchedule | None = None,
+        operand_bits: StepSchedule | None = None,
+        instructions: StepSchedule | None = None,
     ) -> None:
         self.spec = spec
         self.curriculum = curriculum
+        self.operand_bits = operand_bits
+        self.instructions = instructions
         self.batch_size = batch_size
         self.branch_boundary_fraction = branch_boundary_fraction
         self.train_states = train_states
@@ -117,7 +127,14 @@ class SubleqBatchMaker:
 
     def __call__(self, g: torch.Generator, step: int = 0) -> dict:
         if self.train_states is None:
-            state = random_states(self.spec, self.batch_size, g, self.branch_boundary_fraction)
+            state = random_states(
+                self.spec,
+                self.batch_size,
+                g,
+                self.branch_boundary_fraction,
+                value_bits=None if self.operand_bits is None else self.operand_bits.value(step),
+                instructions=None if self.instructions is None else self.instructions.value(step),
+            )
         else:
             idx = torch.randint(self.train_states.batch_size, (self.batch_size,), generator=g)
             state = self.train_states[idx]
@@ -155,6 +172,32 @@ class SubleqDataModule(L.LightningDataModule):
             move only the ``pc`` -> the full ``step``); ``phase_steps`` are the lengths of
             all phases but the last. The default, ``["step"]``, is no curriculum. The mix
             is logged by ``CurriculumLog``. Validation is always the full step.
+        operand_bits_start, operand_bits_increment, operand_bits_every: the operand-range
+            curriculum, small values first, a ``StepSchedule`` from ``operand_bits_start``
+            up to ``N``: ``k = min(N, start + increment * (step // every))``. While
+            ``k < N`` the memory words of fresh training states are uniform over the
+            ``k``-bit signed range ``[-2^(k-1), 2^(k-1) - 1]`` (``random_states(...,
+            value_bits=k)``; a branch boundary's ``mem[a]`` is clamped into that range);
+            at ``k = N`` they are the full-range draw. ``operand_bits_start`` in
+            ``[1, N]``; None (the default) is no curriculum. Logged as
+            ``curriculum/operand_bits``.
+        instructions_start, instructions_increment, instructions_every: the program-length
+            curriculum, few instructions first (after anadim/subleq-transformer), the same
+            kind of schedule up to the ``n - s - m`` instruction tokens. While ``k`` is
+            below that, the PC and every jump target ``c`` of fresh training states point
+            into the first ``k`` instruction tokens only: a program of ``k`` instructions
+            (``random_states(..., instructions=k)``; the other instruction tokens still
+            hold random instructions, not executed by the step; falling through the
+            ``k``-th leads on to the ``k+1``-th, so the target's PC is among the first
+            ``k + 1``). ``instructions_start`` in ``[1, n - s - m]``; None (the default)
+            is no curriculum. Logged as ``curriculum/instructions``.
+
+            For both: an increment of 0 holds the start value for good; at its end a
+            curriculum draws exactly the states drawn without one (same seed, same
+            states). Validation is always the full machine. Only fresh random training
+            states follow them: the ``trace_fraction`` rows are real program states,
+            unaffected, and a fixed training set (``train_size > 0``) is drawn once,
+            before any step, so it cannot follow a curriculum: that combination raises.
         seed: seed of the training stream (with the rank and step) and training set.
         val_seed: seed of the validation set.
         num_workers: dataloader worker processes for the training stream.
@@ -177,6 +220,12 @@ class SubleqDataModule(L.LightningDataModule):
         phase_steps: list[int] | None = None,
         transition: str = "linear",
         transition_steps: int = 0,
+        operand_bits_start: int | None = None,
+        operand_bits_increment: int = 1,
+        operand_bits_every: int = 1000,
+        instructions_start: int | None = None,
+        instructions_increment: int = 1,
+        instructions_every: int = 1000,
         seed: int = 0,
         val_seed: int = 12345,
         num_workers: int = 0,
@@ -194,17 +243,65 @@ class SubleqDataModule(L.LightningDataModule):
         for task in tasks:
             check_choice("tasks", task, TASKS)
         # None without a curriculum, so the batch maker skips it.
-        self.curriculum = (
+        self.task_schedule = (
             PhaseSchedule(tasks, list(phase_steps or []), transition, transition_steps)
             if tasks != ["step"]
             else None
         )
+        n_inst = self.spec.num_instructions
+        self.operand_bits = self._step_schedule(
+            "operand_bits",
+            operand_bits_start,
+            operand_bits_increment,
+            operand_bits_every,
+            end=self.spec.N,
+            end_is=f"N={self.spec.N} (the full range)",
+            train_size=train_size,
+        )
+        self.instructions = self._step_schedule(
+            "instructions",
+            instructions_start,
+            instructions_increment,
+            instructions_every,
+            end=n_inst,
+            end_is=f"n - s - m = {n_inst} (every instruction token)",
+            train_size=train_size,
+        )
+        # What CurriculumLog reads: the task mix, operand bits and instructions in use.
+        schedules = [self.task_schedule, self.operand_bits, self.instructions]
+        self.curriculum = Curricula(*schedules) if any(s is not None for s in schedules) else None
         check_int("seed", seed)
         check_int("val_seed", val_seed)
         check_int("num_workers", num_workers, min_value=0)
         self.save_hyperparameters()
         self._train_states: State | None = None
         self._val_batches: list[dict] | None = None
+
+    @staticmethod
+    def _step_schedule(
+        name: str,
+        start: int | None,
+        increment: int,
+        every: int,
+        end: int,
+        end_is: str,
+        train_size: int,
+    ) -> StepSchedule | None:
+        """The ``StepSchedule`` of one curriculum (None without one), its arguments checked."""
+        check_int(f"{name}_increment", increment, min_value=0)
+        check_positive_int(f"{name}_every", every)
+        if start is None:
+            return None
+        check_int(f"{name}_start", start, min_value=1)
+        check(start <= end, f"{name}_start", start, f"must not exceed {end_is}")
+        check(
+            train_size == 0,
+            f"{name}_start",
+            start,
+            f"needs fresh training states (train_size=0, not {train_size}): a fixed training "
+            "set is drawn once, before any step, so it cannot follow a curriculum",
+        )
+        return StepSchedule(name, start, end, increment, every)
 
     def model_args(self) -> dict:
         # scale too: the model reads its input and writes its output in units of ±scale.
@@ -242,7 +339,9 @@ class SubleqDataModule(L.LightningDataModule):
             self.train_states(),
             trace_states=traces,
             trace_fraction=hp.trace_fraction,
-            curriculum=self.curriculum,
+            curriculum=self.task_schedule,
+            operand_bits=self.operand_bits,
+            instructions=self.instructions,
         )
         return train_stream(self, maker)
 

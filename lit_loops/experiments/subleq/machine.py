@@ -292,6 +292,8 @@ def random_states(
     batch: int,
     generator: torch.Generator | None = None,
     branch_boundary_fraction: float = 0.0,
+    value_bits: int | None = None,
+    instructions: int | None = None,
 ) -> State:
     """``batch`` random states: memory uniform over the N-bit range, ``a`` and ``b`` uniform
     over memory tokens, ``c`` and the PC uniform over instruction tokens.
@@ -300,17 +302,43 @@ def random_states(
     current instruction is set to ``mem[b] + delta`` (wrapped), ``delta`` uniform in
     ``{-1, 0, 1}``, so ``mem[b] - mem[a]`` is -1, 0 or 1: the branch test is on its boundary.
     Tensors are made on the generator's device (the CPU by default).
+
+    Two restrictions, for training curricula (None, the default, is the full machine):
+
+    - ``value_bits`` ``k`` in ``[1, N]``: memory words are drawn uniformly from the ``k``-bit
+      signed range ``[-2^(k-1), 2^(k-1) - 1]`` (still stored as N-bit words). A branch
+      boundary's ``mem[b] + delta`` is clamped to that range when ``k < N`` (so at its two
+      ends ``delta`` becomes 0: the difference is still in ``{-1, 0, 1}``); with ``k = N``
+      it wraps as without the argument.
+    - ``instructions`` ``k`` in ``[1, n - s - m]``: the PC and every instruction's jump
+      target ``c`` are drawn among the first ``k`` instruction tokens only: a program of
+      ``k`` instructions. The other instruction tokens still hold random instructions
+      (their ``c`` too among the first ``k``), which the state's step does not execute.
+      The ring of "next" is still the whole machine's: falling through the ``k``-th
+      instruction leads to the ``k+1``-th, so one step later the PC is among the first
+      ``k + 1`` (a longer rollout may go on into the rest).
+
+    Neither changes the number or order of the generator's draws, only their ranges: with
+    ``value_bits = N`` and ``instructions = n - s - m`` (or None) the states are exactly
+    those drawn without the arguments, for the same generator.
     """
     check_int("batch", batch, min_value=0)
     check_float("branch_boundary_fraction", branch_boundary_fraction, 0.0, 1.0)
+    if value_bits is not None:
+        check_int("value_bits", value_bits, min_value=1, max_value=spec.N)
+    if instructions is not None:
+        check_int("instructions", instructions, min_value=1, max_value=spec.num_instructions)
+    bits = spec.N if value_bits is None else value_bits
+    k_inst = spec.num_instructions if instructions is None else instructions
+    value_min, value_max = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     g = generator
     device = g.device if g is not None else torch.device("cpu")
     kw = {"generator": g, "device": device, "dtype": torch.long}
     n_inst, s, m = spec.num_instructions, spec.s, spec.m
-    mem = torch.randint(spec.value_min, spec.value_max + 1, (batch, m), **kw)
+    mem = torch.randint(value_min, value_max + 1, (batch, m), **kw)
     ab = torch.randint(s, s + m, (batch, n_inst, 2), **kw)
-    c = torch.randint(spec.inst_start, spec.n, (batch, n_inst, 1), **kw)
-    pc = torch.randint(spec.inst_start, spec.n, (batch,), **kw)
+    c = torch.randint(spec.inst_start, spec.inst_start + k_inst, (batch, n_inst, 1), **kw)
+    pc = torch.randint(spec.inst_start, spec.inst_start + k_inst, (batch,), **kw)
     # Drawn whatever the fraction, so the draws above and below do not depend on it.
     boundary = torch.rand(batch, generator=g, device=device) < branch_boundary_fraction
     delta = torch.randint(-1, 2, (batch,), **kw)
@@ -318,7 +346,11 @@ def random_states(
     if branch_boundary_fraction > 0:
         rows = torch.arange(batch, device=device)
         a, b, _ = current_instruction(spec, state).unbind(-1)
-        target = spec.wrap(mem[rows, b - s] + delta)
+        target = mem[rows, b - s] + delta
+        if bits < spec.N:  # stay in the k-bit range (still on the boundary)
+            target = target.clamp(value_min, value_max)
+        else:
+            target = spec.wrap(target)
         mem[rows[boundary], (a - s)[boundary]] = target[boundary]
     return state
 
