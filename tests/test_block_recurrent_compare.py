@@ -105,7 +105,7 @@ def write_sweep(folder, curves: dict) -> None:
                 "params": {"config": config, "seed_everything": seed},
                 "state": "finished",
                 "history": history,
-                "summary": {"perf/tokens_per_s": 1000.0 * (i + 1)},
+                "summary": {"perf/tokens_per_s": 1000.0 * (i + 1), "perf/steps_per_s": 2.0},
             }
         )
     folder.mkdir(parents=True)
@@ -138,8 +138,13 @@ def test_summary_means_spreads_and_equal_wall_time(tmp_path):
     assert rows["xl"]["bpc_segment2"] == pytest.approx(1.9)
     assert rows["br_fixed"]["seeds"] == 1 and rows["br_fixed"]["bpc_segment1"] == pytest.approx(1.1)
     assert rows["br_fixed"]["equal_wall_s"] == 100.0
+    # 1500 tokens a step (3000 tokens/s at 2 steps/s), 20 steps in 200 s
+    assert rows["br_fixed"]["tokens_per_s"] == pytest.approx(150.0)
     assert rows["br_fixed"]["bpc_at_equal_wall"] == pytest.approx(1.5)
     assert rows["xl"]["bpc_at_equal_wall"] == pytest.approx(2.1)
+    # paired with XL at seed 0, segments 2..: 0.9 - 1.8
+    assert rows["br_fixed"]["later_vs_xl"] == [pytest.approx(-0.9)]
+    assert rows["xl"]["later_vs_xl"] == [0.0, 0.0]
     table = markdown_table(list(rows.values()))
     assert "Transformer-XL" in table and "segment 2" in table
     plot(runs, list(rows.values()), tmp_path / "compare.png")

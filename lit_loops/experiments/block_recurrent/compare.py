@@ -51,21 +51,34 @@ def interpolate(history: list[dict[str, Any]], x_key: str, y_key: str, x: float)
     return points[-1][1]
 
 
+def mean_tokens_per_s(run: dict[str, Any]) -> float:
+    """Training tokens/s over the whole run: tokens per step (the last window's tokens/s
+    over its steps/s) x steps / training seconds at the last validation."""
+    summary, last = run["summary"], run["last"]
+    if not summary.get("perf/steps_per_s") or "perf/tokens_per_s" not in summary:
+        return math.nan
+    per_step = summary["perf/tokens_per_s"] / summary["perf/steps_per_s"]
+    return per_step * last.get("step", 0) / max(last.get("perf/elapsed_s", math.nan), 1e-9)
+
+
 def load_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Every finished run of the sweep: variant, seed, its validations and last values."""
-    state = json.loads((Path(sweep_dir) / "state.json").read_text())
+    folder = Path(sweep_dir)
+    state = json.loads((folder / "state.json").read_text())
     runs = []
     for r in state["runs"]:
         history = [h for h in r.get("history") or [] if "val/bpc" in h]
         if not history:
             continue
+        report = folder / "reports" / f"{r['id']}.json"  # the run's last logged values
+        summary = json.loads(report.read_text()).get("summary") if report.is_file() else None
         runs.append(
             {
                 "variant": variant_of(r["params"]),
                 "seed": r["params"].get("seed_everything", 0),
                 "history": history,
                 "last": history[-1],
-                "summary": r.get("summary") or {},
+                "summary": summary or r.get("summary") or {},
             }
         )
     return runs
@@ -97,11 +110,21 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )
         row["step"] = max(r["last"].get("step", 0) for r in rs)
         row["wall_s"] = stat([r["last"].get("perf/elapsed_s", math.nan) for r in rs])[0]
-        row["tokens_per_s"] = stat([r["summary"].get("perf/tokens_per_s", math.nan) for r in rs])[0]
+        row["tokens_per_s"] = stat([mean_tokens_per_s(r) for r in rs])[0]
         row["equal_wall_s"] = t_equal
         row["bpc_at_equal_wall"] = stat(
             [interpolate(r["history"], "perf/elapsed_s", "val/bpc", t_equal) for r in rs]
         )[0]
+        # paired with Transformer-XL at the same seed (same data stream): the later
+        # segments' bpc (2 .. k, which start with carried memories and states) minus XL's
+        later = segment_keys(rs[0]["last"])[1:]
+        xl = {r["seed"]: r for r in by_variant.get("xl", [])}
+        diffs = [
+            sum(r["last"][k] - xl[r["seed"]]["last"][k] for k in later) / len(later)
+            for r in rs
+            if r["seed"] in xl and later
+        ]
+        row["later_vs_xl"] = sorted(diffs)
         rows.append(row)
     return rows
 
@@ -116,6 +139,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ["variant", "seeds", "bpc (spread)"]
         + [f"segment {s}" for s in segments]
         + ["steps", "train wall s", "tokens/s", f"bpc at {rows[0]['equal_wall_s']:.0f} s"]
+        + ["later segments - XL, per seed"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
@@ -128,6 +152,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{r['wall_s']:.0f}",
             f"{r['tokens_per_s']:.0f}",
             f"{r['bpc_at_equal_wall']:.3f}",
+            " / ".join(f"{d:+.3f}" for d in r["later_vs_xl"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
