@@ -22,7 +22,7 @@ def stacks():
     return list(config_stacks().items())
 
 
-PAPER_SCALE = ("paper", "enwik8")  # GPU configs: built in the fast tier, run in the slow one
+PAPER_SCALE = ("paper", "enwik8", "gpu")  # GPU configs: built in the fast tier, run in the slow one
 
 
 def is_paper(stack):
