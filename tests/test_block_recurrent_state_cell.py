@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_block_recurrent import SMALL
 
 from conftest import CONFIGS, cli
 from lit_loops.experiments.block_recurrent.model import (
@@ -18,16 +19,6 @@ from lit_loops.experiments.block_recurrent.model import (
 )
 from lit_loops.experiments.block_recurrent.reference import load_reference_weights
 
-SMALL = dict(
-    num_tokens=64,
-    dim=32,
-    depth=3,
-    dim_head=16,
-    heads=2,
-    max_seq_len=16,
-    block_width=8,
-    num_state_vectors=4,
-)
 # configs/block_recurrent/recall_cpu.yaml's network
 RECALL = dict(
     num_tokens=256,
