@@ -7,7 +7,13 @@ greedy / sampled / beam decoding for every generator.
 """
 
 from lit_loops.nn.attention import KVCache, SelfAttention
-from lit_loops.nn.model import TokenReadIn, TransformerWrapper, VectorReadIn
+from lit_loops.nn.model import (
+    LowRankEmbedding,
+    LowRankHead,
+    TokenReadIn,
+    TransformerWrapper,
+    VectorReadIn,
+)
 from lit_loops.nn.sampling import CachedDecoder, generate, sample_next
 from lit_loops.nn.transformer import (
     Block,
@@ -22,6 +28,8 @@ __all__ = [
     "CachedDecoder",
     "KVCache",
     "LayerStack",
+    "LowRankEmbedding",
+    "LowRankHead",
     "SelfAttention",
     "TokenReadIn",
     "TransformerConfig",

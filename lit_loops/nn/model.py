@@ -46,14 +46,72 @@ class PositionalReadIn(nn.Module):
         return self.content(x) + self.pos_emb(torch.arange(start, start + T, device=x.device))
 
 
-class TokenReadIn(PositionalReadIn):
-    """Token ids ``(B, T)`` -> token + learned position embeddings ``(B, T, D)``."""
+class LowRankEmbedding(nn.Module):
+    """A factorised embedding ``E = table @ proj`` of rank ``rank``: every token owns
+    ``rank`` numbers (``table``, ``(V, rank)``), mapped to ``d_model`` by one shared linear
+    map (``proj``). ``weight`` is the ``(V, D)`` product, as an ``nn.Embedding``'s is.
 
-    def __init__(self, vocab_size: int, d_model: int, max_len: int) -> None:
+    ``forward(tokens: (B, T)) -> (B, T, D)``.
+    """
+
+    def __init__(self, vocab_size: int, rank: int, d_model: int) -> None:
+        super().__init__()
+        check_positive_int("rank", rank)
+        self.table = nn.Embedding(vocab_size, rank)
+        self.proj = nn.Linear(rank, d_model, bias=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.proj(self.table.weight)  # (V, D)
+
+    def gpt2_init(self) -> None:
+        # the product's entries at GPT-2's scale (std 0.02), the table's at it too
+        nn.init.normal_(self.table.weight, std=0.02)
+        nn.init.normal_(self.proj.weight, std=self.proj.in_features**-0.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.table(tokens))
+
+
+class LowRankHead(nn.Module):
+    """A factorised unembedding ``W = table @ proj`` of rank ``rank``: ``(..., D)`` ->
+    ``(..., V)`` logits through ``proj`` (``D -> rank``, shared) and ``table`` (``rank ->
+    V``, a row per token). ``weight`` is the ``(V, D)`` product, as an ``nn.Linear``'s is.
+    """
+
+    def __init__(self, d_model: int, rank: int, vocab_size: int) -> None:
+        super().__init__()
+        check_positive_int("rank", rank)
+        self.proj = nn.Linear(d_model, rank, bias=False)
+        self.table = nn.Linear(rank, vocab_size, bias=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.weight @ self.proj.weight  # (V, D)
+
+    def gpt2_init(self) -> None:
+        nn.init.normal_(self.table.weight, std=0.02)
+        nn.init.normal_(self.proj.weight, std=self.proj.out_features**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table(self.proj(x))
+
+
+class TokenReadIn(PositionalReadIn):
+    """Token ids ``(B, T)`` -> token + learned position embeddings ``(B, T, D)``.
+    ``rank``: a factorised token embedding (``LowRankEmbedding``) instead of a full one."""
+
+    def __init__(
+        self, vocab_size: int, d_model: int, max_len: int, rank: int | None = None
+    ) -> None:
         super().__init__()
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("max_len", max_len)
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.tok_emb = (
+            nn.Embedding(vocab_size, d_model)
+            if rank is None
+            else LowRankEmbedding(vocab_size, rank, d_model)
+        )
         self.max_len, self.pos_emb = max_len, nn.Embedding(max_len, d_model)
 
     def content(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -105,10 +163,12 @@ class TransformerWrapper(nn.Module):
         self.apply(init_weights)
         if tie_embeddings:
             check(
-                isinstance(read_in, TokenReadIn) and isinstance(head, nn.Linear),
+                isinstance(read_in, TokenReadIn)
+                and isinstance(read_in.tok_emb, nn.Embedding)
+                and isinstance(head, nn.Linear),
                 "tie_embeddings",
                 True,
-                "needs a TokenReadIn and a linear head",
+                "needs a TokenReadIn with a full embedding and a linear head",
             )
             self.head.weight = self.read_in.tok_emb.weight
 

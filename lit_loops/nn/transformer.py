@@ -91,6 +91,8 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=0.02)
+    if callable(getattr(module, "gpt2_init", None)):  # a module that sets its own scales
+        module.gpt2_init()  # (``apply`` visits it after its children)
 
 
 def num_parameters(module: nn.Module) -> int:

@@ -22,7 +22,8 @@ the linkages makes the model treat them alike, it shows in three places:
 
 ``alias_metrics(model, p, op, held_out)`` computes them all; ``AliasAlignment`` logs them
 as ``val/alias_<name>`` after every validation. The callback's interface: a LightningModule
-whose ``model`` is a token ``TransformerWrapper`` (``read_in.tok_emb``, a linear ``head``)
+whose ``model`` is a token ``TransformerWrapper`` (``read_in.tok_emb`` and ``head`` with a
+``(V, D)`` ``weight``: full or factorised, ``nn.LowRankEmbedding`` / ``LowRankHead``)
 and whose data is an ``OOCLDataModule``.
 """
 
@@ -74,7 +75,8 @@ def embedding_alignment(g1: torch.Tensor, g2: torch.Tensor, seed: int = 0) -> di
 @torch.no_grad()
 def answers(model: torch.nn.Module, prompts: torch.Tensor) -> torch.Tensor:
     """``(K, 5)`` examples -> ``(K,)`` the model's answer token (argmax at ``ANSWER_FROM``)."""
-    return model(prompts[:, : ANSWER_FROM + 1], last_only=True)[:, -1].argmax(-1)
+    last_only = model.stack.loops == 1  # a looped stack rereads every position each pass
+    return model(prompts[:, : ANSWER_FROM + 1], last_only=last_only)[:, -1].argmax(-1)
 
 
 @torch.no_grad()
@@ -127,11 +129,11 @@ class AliasAlignment(Callback):
         model, data = getattr(pl_module, "model", None), trainer.datamodule
         check(
             hasattr(getattr(model, "read_in", None), "tok_emb")
-            and isinstance(getattr(model, "head", None), torch.nn.Linear)
+            and hasattr(getattr(model, "head", None), "weight")
             and hasattr(data, "val_pairs"),
             "AliasAlignment",
             type(pl_module).__name__,
-            "needs a token TransformerWrapper (read_in.tok_emb, a linear head) and an "
+            "needs a token TransformerWrapper (read_in.tok_emb, a head with a weight) and an "
             "OOCLDataModule",
         )
 

@@ -14,6 +14,8 @@ Examples are 5 tokens; the model predicts the last from position 3::
     table 1   [true,   x,      y,      =, f(x, y)]
     table 2   [true,   x + p,  y + p,  =, f(x, y) + p]
     linkage   [define, define, a,      =, b]          (a, b) = (i, i+p) or (i+p, i)
+
+(the linkages' other forms: ``linkage_examples``.)
 """
 
 from __future__ import annotations
@@ -71,19 +73,43 @@ def table_examples(pairs: torch.Tensor, table: int, p: int, op: str) -> torch.Te
     return out
 
 
-def linkage_examples(p: int) -> torch.Tensor:
-    """All ``2p`` linkages ``[define, define, a, =, b]``, both directions: ``(2p, 5)``."""
+LINKAGE_FORMS = ("define", "operand", "compare")
+
+
+def linkage_examples(p: int, form: str = "define") -> torch.Tensor:
+    """The linkages between ``i`` and its alias ``i + p``, both directions, in ``form``:
+
+    * ``define``: ``[define, define, a, =, b]``, ``(a, b) = (i, i+p)`` or ``(i+p, i)``: ``(2p, 5)``;
+    * ``operand``: the same with ``a`` in either operand slot, also
+      ``[define, a, define, =, b]``: ``(4p, 5)``;
+    * ``compare``: ``[define, a, b, =, true|false]``, true for the ``2p`` alias pairs and
+      false for every pair of one number and another's alias, the true ones repeated
+      ``p - 1`` times so that both answers are equally frequent: ``(4p(p-1), 5)``.
+    """
+    check_choice("linkage form", form, LINKAGE_FORMS)
     vocab = Vocab(p)
     i = torch.arange(p)
     a = torch.cat([i, i + p])
     b = torch.cat([i + p, i])
-    out = torch.empty(2 * p, SEQ_LEN, dtype=torch.long)
-    out[:, 0] = vocab.define
-    out[:, 1] = vocab.define
-    out[:, 2] = a
-    out[:, 3] = vocab.equals
-    out[:, 4] = b
-    return out
+
+    def rows(first, second, third, answer):  # columns 0, 1, 2 and 4 -> (K, 5)
+        n = max(len(c) for c in (first, second, third, answer) if not isinstance(c, int))
+        full = lambda v: torch.full((n,), v) if isinstance(v, int) else v  # noqa: E731
+        return torch.stack(
+            [full(first), full(second), full(third), full(vocab.equals), full(answer)], dim=1
+        )
+
+    if form == "define":
+        return rows(vocab.define, vocab.define, a, b)
+    if form == "operand":
+        return torch.cat(
+            [rows(vocab.define, vocab.define, a, b), rows(vocab.define, a, vocab.define, b)]
+        )
+    x, y = torch.meshgrid(i, i, indexing="ij")
+    x, y = x.flatten()[x.flatten() != y.flatten()], y.flatten()[x.flatten() != y.flatten()]
+    false_a, false_b = torch.cat([x, x + p]), torch.cat([y + p, y])  # (2p(p-1),)
+    true_rows = rows(vocab.define, a, b, vocab.true).repeat(p - 1, 1)
+    return torch.cat([true_rows, rows(vocab.define, false_a, false_b, vocab.false)])
 
 
 def split_pairs(
@@ -140,6 +166,9 @@ class OOCLDataModule(L.LightningDataModule):
         val_batch_size: validation examples per batch.
         seed: seed of the training stream (with the rank and step).
         num_workers: dataloader worker processes for the training stream.
+        linkage_form: how the linkages are written (``linkage_examples``): ``define``,
+            ``operand`` (the alias in either operand slot) or ``compare`` (balanced
+            true/false statements about pairs, the reserved false token).
     """
 
     def __init__(
@@ -154,8 +183,10 @@ class OOCLDataModule(L.LightningDataModule):
         val_batch_size: int = 4096,
         seed: int = 0,
         num_workers: int = 0,
+        linkage_form: str = "define",
     ) -> None:
         super().__init__()
+        check_choice("linkage_form", linkage_form, LINKAGE_FORMS)
         check_int("p", p, min_value=2)
         check(is_prime(p), "p", p, "must be a prime (2, 3, 5, 7, ..., 97, 101, ...)")
         check_choice("op", op, OPS)
@@ -209,7 +240,10 @@ class OOCLDataModule(L.LightningDataModule):
 
     def train_examples(self) -> dict[str, torch.Tensor]:
         """Every training example of each part: ``{part: (K_part, 5)}``."""
-        return {**self._tables(self.train_pairs), "linkage": linkage_examples(self.hparams.p)}
+        return {
+            **self._tables(self.train_pairs),
+            "linkage": linkage_examples(self.hparams.p, self.hparams.linkage_form),
+        }
 
     def val_examples(self) -> dict[str, torch.Tensor]:
         """Every held-out example of each table: ``{table: (K_table, 5)}``."""

@@ -1,0 +1,176 @@
+"""Issue 17's levers: factorised embeddings, group-1-only phase, small init, Grokfast, loops,
+linkage forms."""
+
+import pytest
+import torch
+
+from conftest import TINY_OOCL, cli
+from lit_loops.experiments.oocl import OOCLDataModule, OOCLModule, Vocab, linkage_examples
+from lit_loops.experiments.oocl.alignment import alias_metrics
+from lit_loops.nn import LowRankEmbedding, LowRankHead
+
+P = 11
+SMALL = {"d_model": 32, "d_mlp": 64, "n_heads": 4}
+
+
+def module(**kwargs) -> OOCLModule:
+    torch.manual_seed(0)
+    return OOCLModule(vocab_size=2 * P + 4, seq_len=5, net=SMALL, **kwargs)
+
+
+def test_low_rank_embedding_and_head_are_their_products():
+    torch.manual_seed(0)
+    emb, head = LowRankEmbedding(26, 4, 32), LowRankHead(32, 4, 26)
+    assert emb.weight.shape == (26, 32) and head.weight.shape == (26, 32)
+    tokens = torch.tensor([[0, 5, 25]])
+    torch.testing.assert_close(emb(tokens), emb.weight[tokens])
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(head(x), x @ head.weight.T)
+    # the product has rank 4, whatever its width
+    assert torch.linalg.matrix_rank(emb.weight.detach()) == 4
+
+
+def test_a_factorised_model_starts_at_gpt2_scale_and_its_aliases_are_measured():
+    m = module(embedding_rank=8)
+    emb, head = m.model.read_in.tok_emb, m.model.head
+    assert isinstance(emb, LowRankEmbedding) and isinstance(head, LowRankHead)
+    # the factors are re-scaled after GPT-2's N(0, 0.02): the product is at 0.02, not 0.0004
+    assert 0.012 < emb.weight.std().item() < 0.03 and 0.012 < head.weight.std().item() < 0.03
+    params = sum(t.numel() for t in (emb.table.weight, emb.proj.weight))
+    assert params == (2 * P + 4) * 8 + 8 * 32  # instead of (2P + 4) * 32
+    metrics = alias_metrics(m.model.eval(), P, "ssq", torch.tensor([[1, 2]]))
+    assert 0.0 <= metrics["in_precision1"] <= 1.0 and 0.0 <= metrics["out_precision1"] <= 1.0
+    with torch.no_grad():  # group 2's own numbers = group 1's: aligned by construction
+        emb.table.weight[P : 2 * P] = emb.table.weight[:P]
+        head.table.weight[P : 2 * P] = head.table.weight[:P]
+    metrics = alias_metrics(m.model, P, "ssq", torch.tensor([[1, 2]]))
+    assert metrics["in_precision1"] == 1.0 and metrics["out_precision1"] == 1.0
+
+
+def test_init_scale_scales_every_matrix_and_no_norm():
+    base, small = module(), module(init_scale=0.3)
+    for (name, a), (_, b) in zip(base.named_parameters(), small.named_parameters(), strict=True):
+        if a.dim() >= 2:
+            torch.testing.assert_close(b, 0.3 * a, msg=name)
+        else:
+            torch.testing.assert_close(b, a, msg=name)
+
+
+def fit_steps(m: OOCLModule, steps: int, seed: int = 0) -> None:
+    """``steps`` optimizer steps through a Trainer (the hooks run as in a real run)."""
+    import lightning as L
+
+    data = OOCLDataModule(p=P, holdout1=0.5, holdout2=0.5, batch_size=16, seed=seed)
+    trainer = L.Trainer(
+        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(m, datamodule=data)
+
+
+@pytest.mark.parametrize("rank", [None, 4])
+@pytest.mark.parametrize("reinit", [False, True])
+def test_group1_only_phase_trains_only_the_group1_rows(rank, reinit):
+    m = module(embedding_rank=rank, group1_only_from_step=0, reinit_group1=reinit)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    tables = {
+        id(t) for t in m.token_tables().values()
+    }  # the per-token tables: only their group-1 rows may move
+    fit_steps(m, 5)
+    after = m.state_dict()
+    moved = []
+    for name, weight in m.named_parameters():
+        old, new = before[name], after[name]
+        if id(weight) in tables:
+            torch.testing.assert_close(new[P:], old[P:], msg=name)  # aliases and specials
+            assert not torch.equal(new[:P], old[:P]), name
+            moved.append(name)
+        else:
+            torch.testing.assert_close(new, old, msg=name)  # the body and shared factors
+    assert len(moved) == 2  # the embedding's and the unembedding's tables
+
+
+def test_before_the_group1_phase_everything_trains():
+    m = module(group1_only_from_step=100)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    fit_steps(m, 3)
+    changed = [k for k, v in m.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("stack" in k for k in changed)
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_grokfast_adds_the_slow_gradient():
+    m = module(grokfast_alpha=0.9, grokfast_lamb=2.0)
+    w = m.model.head.weight
+    g1, g2 = torch.randn_like(w), torch.randn_like(w)
+    w.grad = g1.clone()
+    m.on_before_optimizer_step(None)
+    torch.testing.assert_close(w.grad, g1 + 2.0 * g1)  # the average starts at the gradient
+    w.grad = g2.clone()
+    m.on_before_optimizer_step(None)
+    torch.testing.assert_close(w.grad, g2 + 2.0 * (0.9 * g1 + 0.1 * g2))
+    checkpoint = {}
+    m.on_save_checkpoint(checkpoint)
+    restored = module(grokfast_alpha=0.9, grokfast_lamb=2.0)
+    restored.on_load_checkpoint(checkpoint)
+    torch.testing.assert_close(restored._grad_ema["head.weight"], 0.9 * g1 + 0.1 * g2)
+
+
+def test_a_looped_model_reads_the_answer_after_every_loop():
+    m = module(loops=3).eval()
+    tokens = OOCLDataModule(p=P).train_examples()["table1"][:4]
+    out = m(tokens)
+    assert out.shape == (4, 2 * P + 4)
+    assert len(m.model.stack.blocks) == SMALL.get("n_layers", 2)
+    torch.testing.assert_close(out, m.model(tokens[:, :4], loops=3)[:, -1])
+
+
+def test_linkage_forms():
+    v = Vocab(P)
+    define = linkage_examples(P, "define")
+    assert define.shape == (2 * P, 5)
+    operand = linkage_examples(P, "operand")
+    assert operand.shape == (4 * P, 5)
+    assert (operand[2 * P :, 1] != v.define).all() and (operand[2 * P :, 2] == v.define).all()
+    for rows in (define, operand):
+        a = torch.where(rows[:, 1] == v.define, rows[:, 2], rows[:, 1])
+        assert ((rows[:, 4] - a).abs() == P).all()  # b is a's alias
+    compare = linkage_examples(P, "compare")
+    truth = compare[:, 4]
+    assert (truth == v.true).sum() == (truth == v.false).sum() == 2 * P * (P - 1)  # balanced
+    a, b = compare[:, 1], compare[:, 2]
+    assert (((a - b).abs() == P) == (truth == v.true)).all()
+    assert ((a < P) != (b < P)).all()  # always one number and an alias
+
+
+def test_the_levers_run_through_the_cli(in_tmp):
+    run = cli(
+        "fit", *TINY_OOCL, "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+        "--trainer.logger=false", "--model.init_args.embedding_rank=4",
+        "--model.init_args.group1_only_from_step=2", "--model.init_args.init_scale=0.5",
+        "--model.init_args.grokfast_alpha=0.98", "--data.init_args.linkage_form=compare",
+    )  # fmt: skip
+    assert "val/alias_in_precision1" in run.trainer.callback_metrics
+    assert run.trainer.global_step == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"embedding_rank": 0}, "embedding_rank"),
+        ({"embedding_rank": 4, "tie_embeddings": True}, "tie_embeddings"),
+        ({"reinit_group1": True}, "reinit_group1"),
+        ({"group1_only_from_step": -1}, "group1_only_from_step"),
+        ({"loops": 0}, "loops"),
+        ({"init_scale": 0.0}, "init_scale"),
+        ({"grokfast_alpha": 1.0}, "grokfast_alpha"),
+    ],
+)
+def test_the_levers_reject_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        module(**kwargs)
+
+
+def test_an_unknown_linkage_form_is_rejected():
+    with pytest.raises(ValueError, match="linkage_form"):
+        OOCLDataModule(p=P, linkage_form="swap")
