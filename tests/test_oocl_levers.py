@@ -174,3 +174,47 @@ def test_the_levers_reject_bad_input(kwargs, match):
 def test_an_unknown_linkage_form_is_rejected():
     with pytest.raises(ValueError, match="linkage_form"):
         OOCLDataModule(p=P, linkage_form="swap")
+
+
+def test_table1_alone_before_k1_from_step_still_steps():
+    # (1,0,0) in the phased setting: no part is on before k1_from_step, the steps go on
+    m = module(k2=0.0, k3=0.0, k1_from_step=3)
+    fit_steps(m, 4)
+    assert m.trainer.global_step == 4
+
+
+def test_the_lever_map_reads_sweep_folders(tmp_path):
+    import json
+
+    from lit_loops.experiments.oocl.levers import lever_rows, markdown_table, plot, write_csv
+
+    def history(acc1):  # two validations
+        return [
+            {"step": 250, "val/acc_table1": 0.1, "val/alias_in_precision1": 0.2},
+            {"step": 500, "val/acc_table1": acc1, "val/acc_table2": 0.9,
+             "train/acc_table1": 1.0, "val/alias_in_precision1": 0.5},
+        ]  # fmt: skip
+
+    folder = tmp_path / "oocl_rank"
+    folder.mkdir()
+    runs = [
+        {"id": "run-000", "state": "finished", "wall_s": 60.4, "history": history(0.05),
+         "params": {"config": "configs/oocl/k100.yaml", "model.init_args.embedding_rank": 8}},
+        {"id": "run-001", "state": "finished", "wall_s": 90.0, "history": history(0.97),
+         "params": {"config": "configs/oocl/k111.yaml", "model.init_args.embedding_rank": 8}},
+        {"id": "run-002", "state": "crashed", "history": [], "params": {}},
+    ]  # fmt: skip
+    (folder / "state.json").write_text(json.dumps({"runs": runs}))
+    rows = lever_rows([folder])
+    assert [(r["lever"], r["ks"], r["setting"]) for r in rows] == [
+        ("rank", "(1,0,0)", "embedding_rank=8"),
+        ("rank", "(1,1,1)", "embedding_rank=8"),
+    ]  # the crashed run never validated: no row
+    assert rows[1]["table1"] == 0.97 and rows[0]["best_table1"] == 0.1
+    assert rows[0]["in_p1"] == 0.5 and rows[0]["out_p1"] is None
+    text = markdown_table(rows)
+    assert "| rank | embedding_rank=8 | (1,1,1) | 500 | 0.970 (0.970) | 0.900 |" in text
+    write_csv(rows, tmp_path / "map.csv")
+    assert (tmp_path / "map.csv").read_text().count("\n") == 3
+    plot(rows, tmp_path / "map.png", chance=1 / 31)
+    assert (tmp_path / "map.png").stat().st_size > 10_000

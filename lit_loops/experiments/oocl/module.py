@@ -206,6 +206,8 @@ class OOCLModule(ExperimentModule):
         if self.global_step < self.hparams.k1_from_step:
             weights["table1"] = 0.0
         active = {part: batch[part] for part in PARTS if weights[part] > 0}
+        if not active:  # (1,0,0) before k1_from_step: nothing to learn, the step goes on
+            return 0.0 * sum(w.sum() for w in self.parameters() if w.requires_grad)
         losses = self.part_losses(active)
         loss = sum(weights[part] * part_loss for part, (part_loss, _) in losses.items())
         for part, (part_loss, logits) in losses.items():
