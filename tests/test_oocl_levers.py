@@ -218,3 +218,42 @@ def test_the_lever_map_reads_sweep_folders(tmp_path):
     assert (tmp_path / "map.csv").read_text().count("\n") == 3
     plot(rows, tmp_path / "map.png", chance=1 / 31)
     assert (tmp_path / "map.png").stat().st_size > 10_000
+
+
+def test_mixed_cells_are_table2_cells_with_one_operand_in_group1():
+    from lit_loops.experiments.oocl import mixed_examples
+
+    pairs = torch.tensor([[1, 2], [3, 4]])
+    cells = mixed_examples(pairs, P, "ssq")
+    assert cells.shape == (4, 5)
+    assert cells[:2, 1].tolist() == [1, 3] and cells[:2, 2].tolist() == [2 + P, 4 + P]
+    assert cells[2:, 1].tolist() == [1 + P, 3 + P] and cells[2:, 2].tolist() == [2, 4]
+    assert cells[:, 4].tolist() == [(1 + 4) % P + P, (9 + 16) % P + P] * 2  # answer in group 2
+    dm = OOCLDataModule(p=P, holdout1=0.5, holdout2=0.5, mixed_cells=True)
+    examples = dm.train_examples()
+    assert len(examples["mixed"]) == 2 * len(dm.train_pairs[1])  # table 2's training pairs
+    held1 = {tuple(x) for x in dm.val_pairs[0].tolist()}
+    trained1 = {tuple(c) for c in examples["table1"][:, 1:3].tolist()}
+    assert not held1 & trained1  # held-out table-1 cells stay unseen as table-1 cells
+    assert "mixed" not in OOCLDataModule(p=P).train_examples()
+
+
+def test_k_mixed_trains_the_mixed_part_and_needs_the_data():
+    dm = OOCLDataModule(p=P, batch_size=8, mixed_cells=True)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["mixed"].shape == (8, 5)
+    m = module(k_mixed=0.5)
+    loss = m.training_step(batch, 0)
+    parts = m.part_losses(batch)
+    expected = sum(k * parts[part][0] for part, k in m.weights.items())
+    torch.testing.assert_close(loss, expected)
+    no_mixed = next(iter(OOCLDataModule(p=P, batch_size=8).train_dataloader()))
+    with pytest.raises(ValueError, match="mixed_cells"):
+        m.training_step(no_mixed, 0)
+
+
+def test_full_batch_is_every_training_example():
+    dm = OOCLDataModule(p=P, holdout1=0.5, holdout2=0.5, full_batch=True)
+    batch = next(iter(dm.train_dataloader()))
+    for part, examples in dm.train_examples().items():
+        torch.testing.assert_close(batch[part], examples)

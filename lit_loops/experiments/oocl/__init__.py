@@ -5,6 +5,7 @@ from lit_loops.experiments.oocl.data import (
     OOCLDataModule,
     Vocab,
     linkage_examples,
+    mixed_examples,
     split_pairs,
     table_examples,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Vocab",
     "alias_metrics",
     "linkage_examples",
+    "mixed_examples",
     "split_pairs",
     "table_examples",
 ]

@@ -14,6 +14,8 @@ Examples are 5 tokens; the model predicts the last from position 3::
     table 1   [true,   x,      y,      =, f(x, y)]
     table 2   [true,   x + p,  y + p,  =, f(x, y) + p]
     linkage   [define, define, a,      =, b]          (a, b) = (i, i+p) or (i+p, i)
+    mixed     [true,   x,      y + p,  =, f(x, y) + p]   and [true, x + p, y, =, f + p]
+              (code-switched table-2 cells, opt-in: ``mixed_cells``)
 
 (the linkages' other forms: ``linkage_examples``.)
 """
@@ -35,7 +37,7 @@ from lit_loops.data import fixed_loader, train_stream
 
 SEQ_LEN = 5
 ANSWER_FROM = 3  # the answer (token 4) is predicted from position 3
-PARTS = ("table1", "table2", "linkage")  # the keys of a training batch
+PARTS = ("table1", "table2", "linkage", "mixed")  # the keys of a training batch ("mixed": opt-in)
 TABLES = ("table1", "table2")  # the keys of validation batches (one loader each)
 
 OPS = {
@@ -71,6 +73,17 @@ def table_examples(pairs: torch.Tensor, table: int, p: int, op: str) -> torch.Te
     out[:, 3] = vocab.equals
     out[:, 4] = OPS[op](x, y, p) + offset
     return out
+
+
+def mixed_examples(pairs: torch.Tensor, p: int, op: str) -> torch.Tensor:
+    """Code-switched table-2 cells: one operand replaced by its group-1 alias, the answer
+    still in group 2. ``(K, 2)`` pairs -> ``(2K, 5)``: ``[true, x, y+p, =, f+p]`` and
+    ``[true, x+p, y, =, f+p]``."""
+    cells = table_examples(pairs, 1, p, op)  # [true, x+p, y+p, =, f+p]
+    first, second = cells.clone(), cells.clone()
+    first[:, 1] -= p
+    second[:, 2] -= p
+    return torch.cat([first, second])
 
 
 LINKAGE_FORMS = ("define", "operand", "compare")
@@ -138,11 +151,16 @@ class OOCLBatchMaker:
     """Draws a training batch: ``batch_size`` examples of each part, uniformly from its
     training split (with replacement). Picklable, so dataloader workers can use it."""
 
-    def __init__(self, train_examples: dict[str, torch.Tensor], batch_size: int) -> None:
+    def __init__(
+        self, train_examples: dict[str, torch.Tensor], batch_size: int, full_batch: bool = False
+    ) -> None:
         self.train_examples = train_examples
         self.batch_size = batch_size
+        self.full_batch = full_batch
 
     def __call__(self, g: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
+        if self.full_batch:  # every training example of every part, every step
+            return dict(self.train_examples)
         batch = {}
         for part, examples in self.train_examples.items():
             idx = torch.randint(len(examples), (self.batch_size,), generator=g)
@@ -166,6 +184,12 @@ class OOCLDataModule(L.LightningDataModule):
         val_batch_size: validation examples per batch.
         seed: seed of the training stream (with the rank and step).
         num_workers: dataloader worker processes for the training stream.
+        mixed_cells: add the code-switched table-2 cells (``mixed_examples`` of table 2's
+            training pairs) to training as the part ``mixed`` (weighted by the module's
+            ``k_mixed``). Held-out table-1 cells stay unseen in every form; but the
+            ``AliasAlignment`` mixed-cell probe is then no longer zero-shot.
+        full_batch: every training example of every part at every step (``batch_size`` is
+            then not used).
         linkage_form: how the linkages are written (``linkage_examples``): ``define``,
             ``operand`` (the alias in either operand slot) or ``compare`` (balanced
             true/false statements about pairs, the reserved false token).
@@ -184,6 +208,8 @@ class OOCLDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         linkage_form: str = "define",
+        mixed_cells: bool = False,
+        full_batch: bool = False,
     ) -> None:
         super().__init__()
         check_choice("linkage_form", linkage_form, LINKAGE_FORMS)
@@ -240,17 +266,24 @@ class OOCLDataModule(L.LightningDataModule):
 
     def train_examples(self) -> dict[str, torch.Tensor]:
         """Every training example of each part: ``{part: (K_part, 5)}``."""
-        return {
+        hp = self.hparams
+        examples = {
             **self._tables(self.train_pairs),
-            "linkage": linkage_examples(self.hparams.p, self.hparams.linkage_form),
+            "linkage": linkage_examples(hp.p, hp.linkage_form),
         }
+        if hp.mixed_cells:
+            examples["mixed"] = mixed_examples(self.train_pairs[1], hp.p, hp.op)
+        return examples
 
     def val_examples(self) -> dict[str, torch.Tensor]:
         """Every held-out example of each table: ``{table: (K_table, 5)}``."""
         return self._tables(self.val_pairs)
 
     def train_dataloader(self):
-        return train_stream(self, OOCLBatchMaker(self.train_examples(), self.hparams.batch_size))
+        maker = OOCLBatchMaker(
+            self.train_examples(), self.hparams.batch_size, self.hparams.full_batch
+        )
+        return train_stream(self, maker)
 
     def val_dataloader(self):
         # One loader per table, in the order of TABLES; each batch is {table: (B, 5)}.

@@ -30,6 +30,8 @@ class OOCLModule(ExperimentModule):
             0 are not computed (their gradient would be zero).
         k1_from_step: table 1's loss counts only from this training step on (k1 = 0
             before), so table 2 and the linkages can be learned first.
+        k_mixed: weight of the code-switched table-2 cells (the data's ``mixed_cells``),
+            issue 17's weaker claim; 0: off.
         net: the causal transformer (token read-in, learned positions, linear unembedding).
         tie_embeddings: the unembedding is the token embedding transposed (GPT-2).
         embedding_rank: factorised embedding and unembedding of this rank (``E = A B``: each
@@ -65,6 +67,7 @@ class OOCLModule(ExperimentModule):
         k2: float = 1.0,
         k3: float = 1.0,
         k1_from_step: int = 0,
+        k_mixed: float = 0.0,
         net: TransformerConfig = TransformerConfig(d_model=128, n_layers=2, n_heads=4, d_mlp=512),
         tie_embeddings: bool = False,
         embedding_rank: int | None = None,
@@ -79,7 +82,7 @@ class OOCLModule(ExperimentModule):
     ) -> None:
         super().__init__(compile=compile)
         check_data_decided(vocab_size=vocab_size, seq_len=seq_len)
-        for name, k in (("k1", k1), ("k2", k2), ("k3", k3)):
+        for name, k in (("k1", k1), ("k2", k2), ("k3", k3), ("k_mixed", k_mixed)):
             check_float(name, k, 0.0)
         check(k1 + k2 + k3 > 0, "k1, k2, k3", (k1, k2, k3), "at least one must be positive")
         check_int("k1_from_step", k1_from_step, min_value=0)
@@ -118,7 +121,7 @@ class OOCLModule(ExperimentModule):
         self.p = (vocab_size - 4) // 2  # the vocabulary is 2p + 4 tokens (data.Vocab)
         self._kept_rows: dict[str, torch.Tensor] | None = None  # frozen rows, phase 2
         self._grad_ema: dict[str, torch.Tensor] = {}  # Grokfast's slow gradient
-        self.weights = {"table1": k1, "table2": k2, "linkage": k3}
+        self.weights = {"table1": k1, "table2": k2, "linkage": k3, "mixed": k_mixed}
         # Separate metric objects per stage and part (torchmetrics keeps their state apart).
         acc = lambda: torchmetrics.classification.MulticlassAccuracy(vocab_size, average="micro")  # noqa: E731
         self.train_acc = nn.ModuleDict({part: acc() for part in PARTS})
@@ -205,6 +208,12 @@ class OOCLModule(ExperimentModule):
         weights = dict(self.weights)
         if self.global_step < self.hparams.k1_from_step:
             weights["table1"] = 0.0
+        check(
+            weights["mixed"] == 0 or "mixed" in batch,
+            "k_mixed",
+            weights["mixed"],
+            "needs the data's mixed_cells: true (no mixed cells in the batch)",
+        )
         active = {part: batch[part] for part in PARTS if weights[part] > 0}
         if not active:  # (1,0,0) before k1_from_step: nothing to learn, the step goes on
             return 0.0 * sum(w.sum() for w in self.parameters() if w.requires_grad)
