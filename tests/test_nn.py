@@ -169,10 +169,14 @@ def test_passes_backpropagate_through_the_window_only():
     torch.testing.assert_close(g_window, g_direct)
 
 
-def test_looped_models_refuse_the_cache_and_last_only():
-    model = token_model(loops=2)
+def test_looped_models_refuse_the_cache_and_read_the_last_position_after_every_pass():
+    model = token_model(loops=3)
+    tokens = torch.randint(V, (2, 5))
     with pytest.raises(ValueError, match="loops"):
-        model(torch.randint(V, (1, 4)), last_only=True)
+        model(tokens, cache=model.new_cache())
+    last = model(tokens, last_only=True)  # the earlier passes still read every position
+    assert last.shape == (2, 1, V)
+    torch.testing.assert_close(last[:, 0], model(tokens)[:, -1])
 
 
 def test_wrapper_passes_give_the_head_after_each_loop():

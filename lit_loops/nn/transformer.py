@@ -143,8 +143,8 @@ class LayerStack(nn.Module):
     ``z_0 = 0, z_{t+1} = f(z_t + e)``, ``f`` = the blocks (then a LayerNorm with
     ``norm_each_loop``). One loop is the plain stack, ``f(e)``.
 
-    ``forward(e: (B, T, D)) -> (B, T, D)``. Incremental decoding (``cache``) and reading
-    one position (``last_only``) need a single pass.
+    ``forward(e: (B, T, D)) -> (B, T, D)``. Incremental decoding (``cache``) needs a single
+    pass; reading one position (``last_only``) saves work in the last pass only.
 
     Args:
         cfg: the blocks.
@@ -194,12 +194,16 @@ class LayerStack(nn.Module):
         if loops == 1:
             return self.step(e, cache, last_only)  # z_1 = f(0 + e)
         check(
-            cache is None and not last_only,
+            cache is None,
             "loops",
             loops,
-            "must be 1 for cached decoding or last_only (every pass rereads every position)",
+            "must be 1 for cached decoding (every pass rereads every position)",
         )
-        return self.passes(e, loops)[-1]
+        if not last_only:
+            return self.passes(e, loops)[-1]
+        # every pass but the last needs every position; the last computes the last alone
+        z = self.passes(e, loops - 1)[-1]
+        return self.step(z + e, last_only=True)
 
     def passes(
         self, e: torch.Tensor, loops: int | None = None, window: int | None = None

@@ -75,8 +75,7 @@ def embedding_alignment(g1: torch.Tensor, g2: torch.Tensor, seed: int = 0) -> di
 @torch.no_grad()
 def answers(model: torch.nn.Module, prompts: torch.Tensor) -> torch.Tensor:
     """``(K, 5)`` examples -> ``(K,)`` the model's answer token (argmax at ``ANSWER_FROM``)."""
-    last_only = model.stack.loops == 1  # a looped stack rereads every position each pass
-    return model(prompts[:, : ANSWER_FROM + 1], last_only=last_only)[:, -1].argmax(-1)
+    return model(prompts[:, : ANSWER_FROM + 1], last_only=True)[:, -1].argmax(-1)
 
 
 @torch.no_grad()

@@ -132,17 +132,15 @@ class OOCLModule(ExperimentModule):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, 5)`` examples -> ``(B, vocab)`` logits for the answer token."""
-        # read at ANSWER_FROM, the last position fed (one pass: the last block computes
-        # only that position)
-        last_only = self.hparams.loops == 1
-        return self.model(tokens[:, : ANSWER_FROM + 1], last_only=last_only)[:, -1]
+        # read at ANSWER_FROM, the last position fed: the last block computes only that one
+        return self.model(tokens[:, : ANSWER_FROM + 1], last_only=True)[:, -1]
 
     # --- phase 2: only the group-1 rows train --------------------------------------------
     def token_tables(self) -> dict[str, torch.Tensor]:
         """The per-token parameter tables, one row per token: ``{name: (V, ·)}``."""
         emb, head = self.model.read_in.tok_emb, self.model.head
         tables = {"emb": emb.weight if isinstance(emb, nn.Embedding) else emb.table.weight}
-        if head.weight is not tables["emb"]:  # untied
+        if not self.hparams.tie_embeddings:  # tied: the head's weight is the embedding's
             tables["head"] = head.weight if isinstance(head, nn.Linear) else head.table.weight
         return tables
 
