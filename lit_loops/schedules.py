@@ -15,8 +15,10 @@ The phases follow each other: phase ``k`` starts at ``sum(phase_steps[:k])``. Wi
 ``transition="jump"`` the mix switches at once; with ``"linear"`` (the default) it moves
 linearly from phase ``k`` to ``k+1`` over ``transition_steps`` steps centred on the
 boundary, so the two overlap. ``replay`` keeps the finished phases in the mix: once phase
-``k >= 1`` is under way, that share of every batch is drawn uniformly from phases
-``0..k-1`` (0, the default, drops them, and a model may forget them).
+``k >= 1`` is under way, that share of every batch is drawn from phases ``0..k-1``,
+uniformly or in proportion to ``replay_weights`` (e.g. the tasks each phase holds, so that
+a phase of many tasks is not starved), (0, the default, drops them, and a model may forget
+them).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class PhaseSchedule:
         transition: ``linear`` (overlapping, the default) or ``jump``.
         transition_steps: width of each linear transition (ignored for ``jump``).
         replay: share of each batch given back to the finished phases (see above).
+        replay_weights: how the replay share is split among the finished phases, one
+            positive weight per phase (None: equally).
     """
 
     def __init__(
@@ -44,8 +48,17 @@ class PhaseSchedule:
         transition: str = "linear",
         transition_steps: int = 0,
         replay: float = 0.0,
+        replay_weights: list[float] | None = None,
     ) -> None:
         check(len(names) >= 1, "names", names, "must name at least one phase")
+        if replay_weights is not None:
+            check(
+                len(replay_weights) == len(names)
+                and all(isinstance(w, int | float) and w > 0 for w in replay_weights),
+                "replay_weights",
+                replay_weights,
+                f"must give one positive weight per phase: {len(names)} numbers",
+            )
         check(
             len(phase_steps) == len(names) - 1,
             "phase_steps",
@@ -68,6 +81,9 @@ class PhaseSchedule:
         self.boundaries = [sum(phase_steps[: k + 1]) for k in range(len(phase_steps))]
         self.width = transition_steps if transition == "linear" else 0
         self.replay = replay
+        self.replay_weights = torch.tensor(
+            [1.0] * len(names) if replay_weights is None else replay_weights, dtype=torch.float32
+        )
 
     def position(self, step: int) -> float:
         """A continuous phase index: ``k`` inside phase ``k``, fractional in a transition."""
@@ -88,7 +104,8 @@ class PhaseSchedule:
             mix[k + 1] = frac
         if self.replay > 0 and k >= 1:  # phases 0..k-1 are finished
             mix = mix * (1 - self.replay)
-            mix[:k] += self.replay / k
+            w = self.replay_weights[:k]
+            mix[:k] += self.replay * w / w.sum()
         return mix
 
     def current(self, step: int) -> dict[str, float]:

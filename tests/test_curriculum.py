@@ -93,3 +93,16 @@ def test_replay_keeps_the_finished_phases_in_the_mix():
     assert sum(schedule.mix(10**6).tolist()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="replay=1.0 is invalid"):
         PhaseSchedule(["a", "b"], [10], replay=1.0)
+
+
+def test_replay_weights_split_the_replay_share():
+    # phase a holds 1 task, b 3: the replay share goes 1 : 3 once both are finished
+    schedule = PhaseSchedule(
+        ["a", "b", "c"], [100, 100], "jump", replay=0.4, replay_weights=[1, 3, 2]
+    )
+    assert schedule.mix(100).tolist() == pytest.approx([0.4, 0.6, 0.0])  # only a finished
+    assert schedule.mix(250).tolist() == pytest.approx([0.1, 0.3, 0.6])
+    with pytest.raises(ValueError, match="replay_weights=\\[1, 0, 1\\] is invalid"):
+        PhaseSchedule(["a", "b", "c"], [10, 10], replay=0.5, replay_weights=[1, 0, 1])
+    with pytest.raises(ValueError, match="one positive weight per phase: 2 numbers"):
+        PhaseSchedule(["a", "b"], [10], replay=0.5, replay_weights=[1.0])

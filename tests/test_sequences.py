@@ -75,6 +75,23 @@ def test_families_from_some_phases_only():
         SequenceDataModule(families=["fibonnaci"])
 
 
+def test_replay_by_family_feeds_every_family_alike_at_the_end():
+    """``replay_by="family"``: the replay share split by the phases' family counts (5, 9),
+    so that at the end phase 2's nine families get as much each as phase 1's five."""
+    by_phase = SequenceDataModule(phase_steps=[100, 100], transition="jump", replay=0.6)
+    by_family = SequenceDataModule(
+        phase_steps=[100, 100], transition="jump", replay=0.6, replay_by="family"
+    )
+    assert by_phase.schedule.mix(10**6).tolist() == pytest.approx([0.3, 0.3, 0.4])
+    assert by_family.schedule.mix(10**6).tolist() == pytest.approx(
+        [0.6 * 5 / 14, 0.6 * 9 / 14, 0.4]
+    )
+    assert by_family.schedule.mix(150).tolist() == pytest.approx([0.6, 0.4, 0.0])
+    phases = by_family.batch_maker()(gen(), 10**6)["phase"]
+    share = torch.bincount(phases, minlength=4)[1:] / len(phases)
+    torch.testing.assert_close(share, torch.tensor([0.214, 0.386, 0.4]), atol=0.08, rtol=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -83,6 +100,7 @@ def test_families_from_some_phases_only():
         ({"families": ["fibonacci_like", "primes"]}, "families='primes' is invalid: must be one of ['constant', "),
         ({"small_share": 1.0}, "small_share=1.0 is invalid: must be a finite number in [0.0, 1.0)"),
         ({"heldout_params": "yes"}, "heldout_params='yes' is invalid: must be a bool"),
+        ({"replay_by": "task"}, "replay_by='task' is invalid: must be one of ['phase', 'family']"),
     ],
 )  # fmt: skip
 def test_datamodule_rejects_bad_arguments(kwargs, message):
@@ -165,15 +183,15 @@ def batch_of(family: int, rows: list[list[int]], keep: list[int] | None = None) 
 
 
 def test_scores_at_every_prefix_on_a_hand_built_model():
-    """The successor model on four phase-1 families (scored from 1, 2, 2 and 4 terms):
+    """The successor model on four phase-1 families (scored from 1, 2, 2 and 3 terms):
 
     * constant 7, 7, ...: wrong everywhere (distance 1);
     * arithmetic 0, 1, 2, ...: right from 2 terms; 0, 2, 4, ...: wrong (distance 1);
       a padded row (5 real terms): right at prefixes 2..4, nothing after;
     * alternating 3, 4, 3, ...: right after an odd number of terms (3, 5, 7 of 2..8),
       wrong after the full window;
-    * Fibonacci 1, 1, 2, 3, 5, ...: right after 2 and 3 terms, which are not scored (the
-      parameters are not fixed yet), wrong from 4 on (distances 1, 2, 4, 7, 12).
+    * Fibonacci 1, 1, 2, 3, 5, ...: right after 2 terms, not scored (the parameters are
+      not fixed yet), and after 3, wrong from 4 on (distances 1, 2, 4, 7, 12).
     """
     names = ["constant", "arithmetic_up", "alternating", "fibonacci_like"]
     module = successor_module(names)
@@ -189,16 +207,16 @@ def test_scores_at_every_prefix_on_a_hand_built_model():
         "val_family/acc_constant": 0.0, "val_family/distance_constant": 1.0,
         "val_family/acc_arithmetic_up": arith,
         "val_family/acc_alternating": 3 / 7,
-        "val_family/acc_fibonacci_like": 0.0, "val_family/distance_fibonacci_like": 26 / 5,
-        "val/acc": (arith + 3 / 7) / 4,
-        "val/acc_phase1": (arith + 3 / 7) / 4,
+        "val_family/acc_fibonacci_like": 1 / 6, "val_family/distance_fibonacci_like": 26 / 6,
+        "val/acc": (arith + 3 / 7 + 1 / 6) / 4,
+        "val/acc_phase1": (arith + 3 / 7 + 1 / 6) / 4,
         # the full window: the last real prediction of every row
         "val_family/acc_full_arithmetic_up": 2 / 3, "val_family/acc_full_alternating": 0.0,
         "val/acc_full": (2 / 3) / 4, "val/distance_full_phase1": (1 + 1 / 3 + 2 + 12) / 4,
         # per prefix length, over the families scored there
         "val/acc_pos1": 0.0,  # only constant is fixed by one term
         "val/acc_pos2": (0 + 2 / 3 + 0) / 3,
-        "val/acc_pos3": (0 + 2 / 3 + 1) / 3,
+        "val/acc_pos3": (0 + 2 / 3 + 1 + 1) / 4,
         "val/acc_pos4": (0 + 2 / 3 + 0 + 0) / 4,
         "val/acc_pos5": (0 + 1 / 2 + 1 + 0) / 4,  # the padded row has no 6th term
         "val/distance_pos8": (1 + 1 / 2 + 2 + 12) / 4,  # alternating: 5 for 3

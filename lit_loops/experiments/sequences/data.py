@@ -195,7 +195,9 @@ class SequenceDataModule(L.LightningDataModule):
             (overlapping, the default) or ``jump``, and the width of each transition.
             With families from fewer phases, give the lengths of those phases but the
             last. ``replay``: the share of each batch drawn from the finished phases
-            (0, the document's schedule, drops them).
+            (0, the document's schedule, drops them); ``replay_by``: split among them
+            equally (``phase``) or by their number of families (``family``: phase 2's nine
+            step patterns are not fed less than phase 1's five).
         val_per_family: validation sequences per family (full length, from ``val_seed``).
         small_share: the share of every family's training draws with small start values
             (0..3, ``families.py``); 0 draws the tables uniformly (the stream before issue 18).
@@ -215,6 +217,7 @@ class SequenceDataModule(L.LightningDataModule):
         transition: str = "linear",
         transition_steps: int = 1000,
         replay: float = 0.0,
+        replay_by: str = "phase",
         val_per_family: int = 100,
         small_share: float = 0.25,
         heldout_params: bool = False,
@@ -230,6 +233,7 @@ class SequenceDataModule(L.LightningDataModule):
         for name in names:
             check_choice("families", name, FAMILIES)
         check_positive_int("batch_size", batch_size)
+        check_choice("replay_by", replay_by, ("phase", "family"))
         check_positive_int("val_per_family", val_per_family)
         check_float("small_share", small_share, 0.0, 1.0, high_inclusive=False)
         check(isinstance(heldout_params, bool), "heldout_params", heldout_params, "must be a bool")
@@ -245,6 +249,9 @@ class SequenceDataModule(L.LightningDataModule):
             transition,
             transition_steps,
             replay,
+            [sum(FAMILIES[n].phase == p for n in names) for p in present]
+            if replay_by == "family"
+            else None,
         )
         self.curriculum = self.schedule  # logged by CurriculumLog
         self.names, self.present = names, present

@@ -34,7 +34,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_loops.checks import check
+from lit_loops.checks import check, check_positive_int
 from lit_loops.experiments.sequences.banks import family_bank
 from lit_loops.experiments.sequences.families import FAMILIES
 from lit_loops.experiments.sequences.metrics import PrefixScores, fixed_after
@@ -284,7 +284,10 @@ def plot(curves: dict[str, dict[int, float]], path: Path, title: str) -> None:
 
 
 def evaluate(
-    ckpt: str | Path, out_dir: str | Path, log: Callable[[str], None] = print
+    ckpt: str | Path,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    val_per_family: int | None = None,
 ) -> dict[str, dict]:
     """Scores the checkpoint of a sequences run (``load_run``) and writes to ``out_dir``:
 
@@ -294,7 +297,11 @@ def evaluate(
     * ``positions.csv`` / ``positions.png``: accuracy per prefix length on the validation
       set, the held-out set (with ``heldout_params``), and the real sequences, beside the
       ceiling of the training distribution on the validation set (the CSV also per phase
-      and per family of the validation set and of the ceiling, empty before ``fixed_after``).
+      and per family of the validation set, the held-out set and the ceiling, empty before
+      ``fixed_after``).
+
+    ``val_per_family``: score that many fresh sequences per family (the validation and
+    held-out sets drawn from the run's seeds) instead of the run's own number.
 
     Returns ``{"summary": {...}, "curves": {set: {k: accuracy}}}``."""
     from lit_loops.checkpoints import load_run
@@ -309,6 +316,9 @@ def evaluate(
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["datamodule_hyper_parameters"]
     if "small_share" not in saved:  # a run from before issue 18 drew the tables uniformly
         datamodule.hparams.small_share = 0.0
+    if val_per_family is not None:  # more fresh sequences than the run validated on
+        check_positive_int("val_per_family", val_per_family)
+        datamodule.hparams.val_per_family = val_per_family
     mixture = training_mixture(datamodule)
     rows, summary_ = [], {}
     for name, sequences in SETS.items():
@@ -332,17 +342,19 @@ def evaluate(
         posterior_table(mixture), module.families, datamodule.val_batches()
     )
     curves["validation, ceiling (training distribution)"] = dict(enumerate(ceiling["all"], 1))
-    held = datamodule.heldout_batches()
+    held_batches = datamodule.heldout_batches()
+    held = position_accuracy(module, held_batches) if held_batches else {}
     if held:
-        curves["held-out parameters"] = dict(enumerate(position_accuracy(module, held)["all"], 1))
+        curves["held-out parameters"] = dict(enumerate(held["all"], 1))
     for name, label in (("real", "real, in family"), ("real_out", "real, out of family")):
         curves[label] = {
             int(key.rsplit("pos", 1)[1]): v for key, v in summary_.items()
             if key.startswith(f"{name}_acc_pos")
         }  # fmt: skip
     header = ["set", *[f"pos{k}" for k in range(1, len(curves["validation"]) + 1)]]
-    table = dict(curves)  # then the validation set per phase and per family
+    table = dict(curves)  # then the validation and held-out sets per phase and per family
     table |= {f"validation {key}": dict(enumerate(v, 1)) for key, v in val.items() if key != "all"}
+    table |= {f"held-out {key}": dict(enumerate(v, 1)) for key, v in held.items() if key != "all"}
     table |= {f"ceiling {key}": dict(enumerate(v, 1)) for key, v in ceiling.items() if key != "all"}
     with (out / "positions.csv").open("w", newline="") as f:
         writer = csv.writer(f)

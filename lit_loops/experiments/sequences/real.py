@@ -2,9 +2,9 @@
 
 ``IN_FAMILY``: well-known sequences that some family generates (naturals, evens, multiples,
 Fibonacci, Lucas, Pell, powers, periodic and alternating patterns, figurate numbers, repeated
-integers, Fibonacci modulo m, ...), each with the family that covers it; a test checks that
-the family's table holds its first terms (``family_bank``) and that none of them is held out
-(``heldout.py``). ``OUT_OF_FAMILY``: sequences no family generates (primes, cubes, Catalan,
+integers, blocks of 1 and 2, Fibonacci modulo m, ...), each with the family that covers it;
+a test checks that the family's table holds its first terms (``family_bank``) and that none
+of them is held out (``heldout.py``). ``OUT_OF_FAMILY``: sequences no family generates (primes, cubes, Catalan,
 Collatz step counts, ...), a test checks that no family's table holds them. The terms are
 the first ones OEIS lists (from its offset), as long as they stay in 0..255, at most 16.
 
@@ -94,6 +94,10 @@ IN_FAMILY: tuple[RealSequence, ...] = (
          "two_step"),
     _seq("A002264", "floor(n/3)", [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5],
          "three_step"),
+    _seq("A004523", "floor(2n/3): blocks 2, 1", [0, 0, 1, 2, 2, 3, 4, 4, 5, 6, 6, 7, 8, 8, 9, 10],
+         "mixed_periods"),
+    _seq("A004396", "one even, two odd: blocks 1, 2", [0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 7, 7, 8, 9,
+                                                      9, 10], "mixed_periods"),
     _seq("A032766", "0 or 1 mod 3 (+1, +2)", [0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19,
                                               21, 22], "alternating_steps"),
     _seq("A001651", "not divisible by 3 (+1, +2)", [1, 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17,
