@@ -378,18 +378,20 @@ def _rational_factors_terms(p: Params, length: int) -> torch.Tensor:
 
 
 # Block lengths, alternating: the seed's (1, 2) only (1, 2, 2, 3, 4, 4, ...). Issue 18 dropped
-# (1, 3) and (2, 3): their windows agree with three_step's for up to 7 terms (4 4 4 5 5 | 5
-# three times, 4 4 4 5 5 | 6 as blocks 3, 2; 4 4 5 5 5 6 6 | 6 or 7), so no predictor could
+# (1, 3) and (2, 3): their windows agree with three_step's for up to 7 terms (after 4 4 4 5 5
+# three_step says 5, blocks 3, 2 say 6; after 4 4 5 5 5 6 6, 6 or 7), so no predictor could
 # score 97 % on both at prefixes 5..7 (RESULTS.md). The code takes any list of patterns.
 MIXED_PATTERNS = ((1, 2),)
 
 
 @functools.cache
 def _mixed_blocks(length: int) -> torch.Tensor:
-    """``(len(MIXED_PATTERNS), P, L)`` (``P``: the longest period): the block index of term ``t`` for each pattern and
-    offset ``k`` (``k`` terms of the cycle already passed), counted from term 0's block."""
+    """``(len(MIXED_PATTERNS), P, L)`` (``P``: the longest period): the block index of term
+    ``t`` for each pattern and offset ``k`` (``k`` terms of the cycle already passed),
+    counted from term 0's block."""
     t = _positions(length)
-    out = torch.zeros(len(MIXED_PATTERNS), max(map(sum, MIXED_PATTERNS)), length, dtype=torch.int64)
+    longest = max(map(sum, MIXED_PATTERNS))
+    out = torch.zeros(len(MIXED_PATTERNS), longest, length, dtype=torch.int64)
     for i, (m1, m2) in enumerate(MIXED_PATTERNS):
         period = m1 + m2
         for k in range(period):

@@ -4,16 +4,17 @@
 Fibonacci, Lucas, Pell, powers, periodic and alternating patterns, figurate numbers, repeated
 integers, blocks of 1 and 2, Fibonacci modulo m, ...), each with the family that covers it;
 a test checks that the family's table holds its first terms (``family_bank``) and that none
-of them is held out (``heldout.py``). ``OUT_OF_FAMILY``: sequences no family generates (primes, cubes, Catalan,
-Collatz step counts, ...), a test checks that no family's table holds them. The terms are
+of them is held out (``heldout.py``). ``OUT_OF_FAMILY``: sequences no family generates
+(primes, cubes, Catalan, Collatz step counts, ...), a test checks that no family's table
+holds them. The terms are
 the first ones OEIS lists (from its offset), as long as they stay in 0..255, at most 16.
 
 Every sequence is scored at every prefix of ``PREFIXES`` (5..8 terms) that it has a next
 term for (``evaluate.py``: ``RealSequencesEval``, ``scripts/sequences_eval.py``).
 
-Two prefixes no predictor can get both of: A000045 (Fibonacci) and A003893 (Fibonacci mod
-10) share their first 7 terms (0, 1, 1, 2, 3, 5, 8: 13 or 3 next), and the training
-distribution, a plain Fibonacci being the simpler reading, answers 13.
+Prefixes no predictor can get all of: A000045 (Fibonacci) and A003893 (Fibonacci mod 10)
+share their first 7 terms (0, 1, 1, 2, 3, 5, 8: 13 or 3 next), and Fibonacci and A004396
+their first 5 (0, 1, 1, 2, 3: 5 or 3); the training distribution answers Fibonacci's.
 """
 
 from __future__ import annotations
